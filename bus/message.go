@@ -1,0 +1,125 @@
+package bus
+
+import (
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Message is the unit that travels through a broker.
+//
+// A Message passed to Publish belongs to the publisher until Publish returns;
+// Publish may fill in ID and PublishedAt when they are empty. A Message
+// received from a Subscription is owned by the receiver.
+type Message struct {
+	// ID identifies the message. Publish assigns a time-ordered UUID when it
+	// is empty. Redeliveries of one message keep its ID, so handlers can use
+	// it to detect duplicates.
+	ID string
+	// Key groups messages that must stay in order (Kafka partition key,
+	// per-key ordering in the consumer). It may be empty.
+	Key string
+	// Headers carry metadata. Keys starting with "omnibus-" are reserved.
+	Headers Headers
+	// Body is the payload, opaque to omnibus.
+	Body []byte
+	// PublishedAt is set by Publish when zero. Backends keep nanosecond
+	// precision where they can.
+	PublishedAt time.Time
+	// Attempt is 1 on the first delivery and grows with each redelivery.
+	// It is set by the subscriber and ignored by Publish.
+	Attempt int
+}
+
+// NewMessage returns a message with a fresh ID and the given body.
+func NewMessage(body []byte) *Message {
+	return &Message{ID: NewID(), Body: body, Headers: Headers{}}
+}
+
+// NewID returns a new time-ordered unique identifier (UUID version 7).
+func NewID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		// NewV7 fails only when the system's random source fails.
+		return uuid.NewString()
+	}
+	return id.String()
+}
+
+// Size is the number of bytes the message occupies on the wire, counting
+// body, key and headers; backends compare it with their size limits.
+func (m *Message) Size() int {
+	n := len(m.Body) + len(m.Key) + len(m.ID)
+	for k, v := range m.Headers {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// Clone returns a deep copy of m.
+func (m *Message) Clone() *Message {
+	c := *m
+	c.Headers = maps.Clone(m.Headers)
+	if m.Body != nil {
+		c.Body = append([]byte(nil), m.Body...)
+	}
+	return &c
+}
+
+// Headers are string key/value metadata of a message.
+type Headers map[string]string
+
+// Get returns the value of key, or "" when absent. It is safe on nil Headers.
+func (h Headers) Get(key string) string { return h[key] }
+
+// Reserved header keys. Backends carry them like any other header; the
+// dead-letter keys are set on messages moved to a dead-letter topic.
+const (
+	// HeaderTraceParent and HeaderTraceState carry W3C trace context.
+	HeaderTraceParent = "traceparent"
+	HeaderTraceState  = "tracestate"
+	// HeaderCorrelationID links a message to the request that caused it.
+	HeaderCorrelationID = "correlation-id"
+	// HeaderTask names the task a message runs (task layer).
+	HeaderTask = "omnibus-task"
+
+	// HeaderError is the error of the last failed attempt.
+	HeaderError = "omnibus-error"
+	// HeaderAttempts is the number of attempts made before dead-lettering.
+	HeaderAttempts = "omnibus-attempts"
+	// HeaderOriginTopic and HeaderOriginGroup say where a dead-lettered
+	// message was consumed.
+	HeaderOriginTopic = "omnibus-origin-topic"
+	HeaderOriginGroup = "omnibus-origin-group"
+	// HeaderDeadLetteredAt is the RFC 3339 time of dead-lettering.
+	HeaderDeadLetteredAt = "omnibus-dead-lettered-at"
+)
+
+// Prepare validates a batch before it is published and fills in the fields
+// Publish assigns (ID, PublishedAt). Every Publisher calls it first, so a
+// batch is refused whole, before anything is sent, when any message in it
+// is nil or larger than maxSize bytes (maxSize <= 0 means no limit).
+func Prepare(msgs []*Message, maxSize int) error {
+	now := time.Now()
+	for i, m := range msgs {
+		if m == nil {
+			return fmt.Errorf("%w: message %d is nil", ErrInvalidMessage, i)
+		}
+		if maxSize > 0 {
+			if n := m.Size(); n > maxSize {
+				return &SizeError{Index: i, Size: n, Limit: maxSize}
+			}
+		}
+	}
+	for _, m := range msgs {
+		if m.ID == "" {
+			m.ID = NewID()
+		}
+		if m.PublishedAt.IsZero() {
+			m.PublishedAt = now
+		}
+	}
+	return nil
+}
