@@ -259,12 +259,17 @@ var errStopped = errors.New("stopped")
 func (c *Consumer) receive(intake context.Context, sub Subscription) (Delivery, error) {
 	pause := 50 * time.Millisecond
 	for {
-		d, err := sub.Receive(intake)
-		if err == nil {
-			return d, nil
-		}
 		if intake.Err() != nil {
 			return nil, errStopped
+		}
+		d, err := sub.Receive(intake)
+		if intake.Err() != nil {
+			// A delivery that raced with the stop stays unsettled; closing
+			// the subscription gives it back.
+			return nil, errStopped
+		}
+		if err == nil {
+			return d, nil
 		}
 		if errors.Is(err, ErrClosed) {
 			return nil, err

@@ -1,0 +1,126 @@
+package memory_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/omnibus-mq/omnibus/adapters/memory"
+	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/bustest"
+)
+
+func TestConformance(t *testing.T) {
+	b := memory.New(memory.Options{MaxMessageSize: 1 << 20})
+	defer b.Close()
+	bustest.Run(t, bustest.Config{
+		Connect:  func(testing.TB) bus.Broker { return b.Connect() },
+		Features: b.Features(),
+	})
+}
+
+func TestConformanceThroughURL(t *testing.T) {
+	bustest.Run(t, bustest.Config{
+		Connect: func(t testing.TB) bus.Broker {
+			b, err := bus.Open(context.Background(), "mem://conformance?max_message_size=65536")
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			return b
+		},
+		Features: bus.Features{OrderedPerKey: true, NackDelay: true, MaxMessageSize: 65536},
+	})
+}
+
+func TestOpenURL(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		url  string
+		want error
+	}{
+		{"mem://", nil},
+		{"mem://orders", nil},
+		{"MEM://orders", nil},
+		{"mem://sized?max_message_size=-1", nil},
+		{"mem://x/path", bus.ErrBadURL},
+		{"mem://x?max_message_size=abc", bus.ErrBadURL},
+		{"mem://x?max_message_size=0", bus.ErrBadURL},
+		{"mem://x?colour=blue", bus.ErrBadURL},
+		{"nosuch://host", bus.ErrUnknownScheme},
+		{"://nothing", bus.ErrBadURL},
+		{"localhost:5672", bus.ErrUnknownScheme},
+	} {
+		b, err := bus.Open(ctx, tc.url)
+		if !errors.Is(err, tc.want) {
+			t.Errorf("Open(%q) error = %v, want %v", tc.url, err, tc.want)
+		}
+		if b != nil {
+			b.Close()
+		}
+	}
+}
+
+func TestOpenReportsEveryProblem(t *testing.T) {
+	_, err := bus.Open(context.Background(), "mem://x?max_message_size=abc&colour=blue")
+	var ce *bus.ConfigError
+	if !errors.As(err, &ce) || len(ce.Problems) != 2 {
+		t.Fatalf("Open error = %v, want a ConfigError with 2 problems", err)
+	}
+}
+
+func TestOpenSharesNamedBroker(t *testing.T) {
+	ctx := context.Background()
+	a, err := bus.Open(ctx, "mem://shared-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := bus.Open(ctx, "mem://shared-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	sub, err := b.Subscribe(ctx, "t", bus.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Publish(ctx, "t", bus.NewMessage([]byte("hello"))); err != nil {
+		t.Fatal(err)
+	}
+	d, err := sub.Receive(ctx)
+	if err != nil || string(d.Message().Body) != "hello" {
+		t.Fatalf("Receive = %v, %v; want the message published through the other client", d, err)
+	}
+	if _, err := bus.Open(ctx, "mem://shared-test?max_message_size=10"); !errors.Is(err, bus.ErrBadConfig) {
+		t.Fatalf("Open with other options: %v, want ErrBadConfig", err)
+	}
+}
+
+func TestBacklogWaitsForFirstGroup(t *testing.T) {
+	ctx := context.Background()
+	b := memory.New(memory.Options{})
+	defer b.Close()
+	if err := b.Publish(ctx, "early", bus.NewMessage([]byte("before any group"))); err != nil {
+		t.Fatal(err)
+	}
+	first, err := b.Subscribe(ctx, "early", bus.SubscribeOptions{Group: "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := b.Subscribe(ctx, "early", bus.SubscribeOptions{Group: "late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := b.GroupStats("early", "first"); st.Ready != 1 {
+		t.Fatalf("first group has %d ready, want the 1 message published before it", st.Ready)
+	}
+	if st := b.GroupStats("early", "late"); st.Ready != 0 {
+		t.Fatalf("late group has %d ready, want 0", st.Ready)
+	}
+	d, err := first.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Ack(ctx)
+	late.Close()
+}
