@@ -285,7 +285,7 @@ func (c *Client) Subscribe(ctx context.Context, topic string, opts bus.Subscribe
 		return nil, err
 	}
 	if opts.Prefetch < 0 {
-		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("Prefetch %d is negative", opts.Prefetch)}}
+		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("prefetch %d is negative", opts.Prefetch)}}
 	}
 	opts = opts.WithDefaults(topic)
 	b := c.b

@@ -1,0 +1,40 @@
+# omnibus — common tasks. `make test` brings up the real brokers first.
+
+GO          ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+TEST_FLAGS  ?= -race -timeout 25m
+PKGS        ?= ./...
+BROKERS     ?=
+
+.PHONY: all up down status test test-unit lint demo
+
+all: lint test
+
+## up: install (when missing) and start RabbitMQ, Redis and Kafka on 127.0.0.1
+up:
+	scripts/brokers up $(BROKERS)
+
+## down: stop the brokers that `make up` started
+down:
+	scripts/brokers down $(BROKERS)
+
+status:
+	scripts/brokers status $(BROKERS)
+
+## test: start the brokers, then run every test with the race detector
+test: up
+	$(GO) test $(TEST_FLAGS) $(PKGS)
+
+## test-unit: the tests that need no broker (broker tests skip locally, fail under CI=true)
+test-unit:
+	$(GO) test $(TEST_FLAGS) $(PKGS)
+
+## lint: gofmt, go vet, staticcheck
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+## demo: publish and consume on the in-process broker (no server needed)
+demo:
+	$(GO) run ./examples/quickstart
