@@ -72,6 +72,12 @@ func batchContext(messages []*message.Message) (context.Context, context.CancelF
 			continue
 		}
 		seen[done] = true
+		if mctx.Err() != nil {
+			// AfterFunc would cancel in a goroutine of its own, too late
+			// for a Publish that starts now.
+			cancel(context.Cause(mctx))
+			break
+		}
 		stops = append(stops, context.AfterFunc(mctx, func() { cancel(context.Cause(mctx)) }))
 	}
 	return ctx, func() {

@@ -233,12 +233,14 @@ func (s *Subscriber) pump(ctx context.Context, topic string, sub bus.Subscriptio
 		}
 
 		var serr error
+		nacked := false
 		select {
 		case <-wm.Acked():
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 			serr = d.Ack(sctx)
 			cancel()
 		case <-wm.Nacked():
+			nacked = true
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 			serr = d.Nack(sctx, bus.NackOptions{Delay: s.cfg.NackDelay, Reason: ErrNacked})
 			cancel()
@@ -247,7 +249,12 @@ func (s *Subscriber) pump(ctx context.Context, topic string, sub bus.Subscriptio
 			return
 		}
 		cancelMsg()
-		if serr != nil {
+		switch {
+		case serr == nil:
+		case nacked && errors.Is(serr, bus.ErrClosed):
+			// The subscription ended first and gave the message back,
+			// which is what the Nack asked for.
+		default:
 			// The broker redelivers what it did not see settled.
 			s.cfg.Logger.Warn("omnibus: settling a delivery failed", "topic", topic, "id", wm.UUID, "error", serr)
 		}
