@@ -610,6 +610,8 @@ func (s *suite) testConsumerGracefulShutdown(t *testing.T) {
 	b := s.connect(t)
 	topic := s.topic(t)
 	opts := bus.SubscribeOptions{Group: "graceful", Prefetch: 2}
+	// The group exists before anything is published to it.
+	s.subscribe(t, b, topic, opts).Close()
 	want := messages("inflight", 3)
 	started := make(chan string, len(want))
 	release := make(chan struct{})

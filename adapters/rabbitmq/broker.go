@@ -1,0 +1,513 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/omnibus-mq/omnibus/bus"
+)
+
+// ErrUnroutable reports a published message that no queue received.
+var ErrUnroutable = errors.New("rabbitmq: message unroutable (no queue bound to the exchange)")
+
+// Broker is a connection to RabbitMQ that publishes and subscribes. It
+// reconnects with backoff when the connection is lost, and restores its
+// consumers and their topology.
+type Broker struct {
+	opts     Options
+	redacted string // the URL without its password, for messages
+
+	mu      sync.Mutex
+	conn    *amqp.Connection
+	gen     uint64        // connection generation, +1 per reconnect
+	ready   chan struct{} // closed while conn is usable
+	pubs    []*pubChannel // for generation gen
+	topo    *amqp.Channel // declarations, for generation gen
+	known   map[string]bool
+	subs    map[*subscription]struct{}
+	closed  bool
+	closing chan struct{}
+	wg      sync.WaitGroup
+	next    atomic.Uint64
+}
+
+var _ bus.Broker = (*Broker)(nil)
+var _ bus.FeatureReporter = (*Broker)(nil)
+
+// New connects to RabbitMQ. The dial is bounded by ctx and
+// Options.DialTimeout; errors match bus.ErrUnreachable or bus.ErrAuth.
+func New(ctx context.Context, opts Options) (*Broker, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	u, _ := bus.ParseURL(opts.URL)
+	b := &Broker{
+		opts:     opts,
+		redacted: u.Redacted(),
+		ready:    make(chan struct{}),
+		known:    map[string]bool{},
+		subs:     map[*subscription]struct{}{},
+		closing:  make(chan struct{}),
+	}
+	conn, err := b.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b.install(conn)
+	b.wg.Add(1)
+	go b.supervise(conn)
+	return b, nil
+}
+
+// Features describes RabbitMQ's guarantees as this adapter uses it:
+// persistent messages in durable queues, confirmed on publish.
+func (b *Broker) Features() bus.Features {
+	return bus.Features{OrderedPerKey: true, Persistent: true, NackDelay: true, MaxMessageSize: b.opts.MaxMessageSize}
+}
+
+func (b *Broker) dial(ctx context.Context) (*amqp.Connection, error) {
+	timeout := b.opts.DialTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
+		timeout = max(time.Until(dl), time.Millisecond)
+	}
+	cfg := amqp.Config{
+		Heartbeat:       b.opts.Heartbeat,
+		Locale:          "en_US",
+		TLSClientConfig: b.opts.TLS.Clone(), // amqp091 sets ServerName on it
+		Properties:      amqp.Table{"connection_name": "omnibus"},
+		Dial: func(network, addr string) (net.Conn, error) {
+			d := net.Dialer{Timeout: timeout}
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// Bounds the AMQP handshake; amqp091 clears it once open.
+			c.SetDeadline(time.Now().Add(timeout))
+			return c, nil
+		},
+	}
+	conn, err := amqp.DialConfig(b.opts.URL, cfg)
+	if err == nil {
+		return conn, nil
+	}
+	var aerr *amqp.Error
+	switch {
+	case errors.Is(err, amqp.ErrCredentials) || (errors.As(err, &aerr) && aerr.Code == amqp.AccessRefused):
+		return nil, fmt.Errorf("%w: %s: %v", bus.ErrAuth, b.redacted, err)
+	case errors.As(err, &aerr) && aerr.Code == amqp.NotAllowed:
+		return nil, fmt.Errorf("%w: %s: %v", bus.ErrAuth, b.redacted, err)
+	}
+	return nil, fmt.Errorf("%w: %s: %v", bus.ErrUnreachable, b.redacted, err)
+}
+
+// install makes conn the current connection.
+func (b *Broker) install(conn *amqp.Connection) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.conn = conn
+	b.gen++
+	b.pubs = nil
+	b.topo = nil
+	b.known = map[string]bool{}
+	close(b.ready)
+}
+
+// supervise waits for the connection to fail and reconnects with backoff
+// until Close.
+func (b *Broker) supervise(conn *amqp.Connection) {
+	defer b.wg.Done()
+	for {
+		lost := conn.NotifyClose(make(chan *amqp.Error, 1))
+		select {
+		case <-b.closing:
+			return
+		case err := <-lost:
+			b.mu.Lock()
+			b.ready = make(chan struct{})
+			b.conn = nil
+			b.mu.Unlock()
+			b.opts.Logger.Warn("rabbitmq: connection lost; reconnecting", "url", b.redacted, "error", err)
+		}
+		pause := b.opts.ReconnectBackoff
+		for {
+			select {
+			case <-b.closing:
+				return
+			case <-time.After(pause):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), b.opts.DialTimeout)
+			c, err := b.dial(ctx)
+			cancel()
+			if err == nil {
+				conn = c
+				b.install(conn)
+				b.opts.Logger.Info("rabbitmq: reconnected", "url", b.redacted)
+				break
+			}
+			b.opts.Logger.Warn("rabbitmq: reconnect failed", "url", b.redacted, "error", err, "retry_in", pause)
+			pause = min(pause*2, 32*b.opts.ReconnectBackoff)
+		}
+	}
+}
+
+// connection waits until a connection is up and returns it with its
+// generation.
+func (b *Broker) connection(ctx context.Context) (*amqp.Connection, uint64, error) {
+	for {
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return nil, 0, bus.ErrClosed
+		}
+		conn, gen, ready := b.conn, b.gen, b.ready
+		b.mu.Unlock()
+		if conn != nil && !conn.IsClosed() {
+			return conn, gen, nil
+		}
+		var wait <-chan time.Time
+		if conn != nil {
+			// Lost, but the supervisor has not noticed yet.
+			ready = nil
+			wait = time.After(10 * time.Millisecond)
+		}
+		select {
+		case <-wait:
+		case <-ready:
+		case <-b.closing:
+			return nil, 0, bus.ErrClosed
+		case <-ctx.Done():
+			return nil, 0, fmt.Errorf("rabbitmq: waiting for the connection to %s: %w", b.redacted, ctx.Err())
+		}
+	}
+}
+
+// Close closes every subscription (RabbitMQ requeues what they left
+// unacknowledged) and the connection. It is idempotent.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	close(b.closing)
+	subs := b.subs
+	b.subs = nil
+	b.mu.Unlock()
+	for s := range subs {
+		s.Close()
+	}
+	b.mu.Lock()
+	conn := b.conn
+	b.mu.Unlock()
+	var err error
+	if conn != nil {
+		err = conn.Close()
+		if errors.Is(err, amqp.ErrClosed) {
+			err = nil
+		}
+	}
+	b.wg.Wait()
+	return err
+}
+
+// names of the RabbitMQ objects behind a topic.
+func (b *Broker) exchange(topic string) string {
+	if b.opts.Topology == TopologyQueue {
+		return ""
+	}
+	return topic
+}
+
+func (b *Broker) queue(topic, group string) string {
+	if b.opts.Topology == TopologyQueue {
+		return topic
+	}
+	return topic + "." + group
+}
+
+func (b *Broker) queueArgs() amqp.Table {
+	return amqp.Table{"x-queue-type": b.opts.QueueType}
+}
+
+// declare runs fn on the declaration channel of the current connection,
+// once per key and connection generation. A failed declaration closes
+// the channel; the next call opens another.
+func (b *Broker) declare(ctx context.Context, key string, fn func(ch *amqp.Channel) error) error {
+	conn, gen, err := b.connection(ctx)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if gen != b.gen {
+		return fmt.Errorf("rabbitmq: connection lost while declaring %s", key)
+	}
+	if b.known[key] {
+		return nil
+	}
+	if b.topo == nil || b.topo.IsClosed() {
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("rabbitmq: open channel: %w", err)
+		}
+		b.topo = ch
+	}
+	if err := fn(b.topo); err != nil {
+		return fmt.Errorf("rabbitmq: declare %s: %w", key, err)
+	}
+	b.known[key] = true
+	return nil
+}
+
+// declareTopic declares what Publish needs: the topic's exchange and,
+// unless NoDefaultGroup, the default group's queue.
+func (b *Broker) declareTopic(ctx context.Context, topic string) error {
+	return b.declare(ctx, "topic "+topic, func(ch *amqp.Channel) error {
+		if b.opts.Topology == TopologyQueue {
+			_, err := ch.QueueDeclare(topic, true, false, false, false, b.queueArgs())
+			return err
+		}
+		if err := ch.ExchangeDeclare(topic, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
+			return err
+		}
+		if b.opts.NoDefaultGroup {
+			return nil
+		}
+		return declareGroupQueue(ch, topic, b.queue(topic, bus.DefaultGroup), b.queueArgs())
+	})
+}
+
+func declareGroupQueue(ch *amqp.Channel, exchange, queue string, args amqp.Table) error {
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, args); err != nil {
+		return err
+	}
+	return ch.QueueBind(queue, "", exchange, false, nil)
+}
+
+// Publish sends msgs to topic with publisher confirms: every message is
+// published before any confirm is awaited, so a batch costs about one round
+// trip. It returns when RabbitMQ has confirmed every message; messages it
+// refused, returned as unroutable, or left unconfirmed when the connection
+// failed are named in a *bus.PublishError.
+func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message) error {
+	if err := b.check(ctx, topic); err != nil {
+		return err
+	}
+	if err := bus.Prepare(msgs, b.opts.MaxMessageSize); err != nil {
+		return err
+	}
+	if err := b.declareTopic(ctx, topic); err != nil {
+		return err
+	}
+	out := make([]amqp.Publishing, len(msgs))
+	for i, m := range msgs {
+		out[i] = publishing(m, 1)
+	}
+	key := ""
+	if b.opts.Topology == TopologyQueue {
+		key = topic
+	}
+	return b.send(ctx, b.exchange(topic), key, out)
+}
+
+func (b *Broker) check(ctx context.Context, topic string) error {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return bus.ErrClosed
+	}
+	if topic == "" {
+		return fmt.Errorf("%w: empty topic name", bus.ErrInvalidMessage)
+	}
+	return ctx.Err()
+}
+
+// pubChannel is a confirm-mode channel shared by concurrent publishers.
+type pubChannel struct {
+	ch     *amqp.Channel
+	gen    uint64
+	window chan struct{} // one token per unconfirmed message
+
+	// RabbitMQ sends basic.return before the basic.ack of the same
+	// message, and amqp091 handles both on one goroutine, so a return is
+	// in this buffer (sized to the window) before its confirm is seen.
+	returns chan amqp.Return
+	mu      sync.Mutex
+	unrouted map[string]int // returned message IDs not yet claimed
+}
+
+func (b *Broker) pubChannel(ctx context.Context) (*pubChannel, error) {
+	conn, gen, err := b.connection(ctx)
+	if err != nil {
+		return nil, err
+	}
+	i := int(b.next.Add(1) % uint64(b.opts.PublishChannels))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if gen != b.gen {
+		return nil, errors.New("rabbitmq: connection lost")
+	}
+	if len(b.pubs) != b.opts.PublishChannels {
+		b.pubs = make([]*pubChannel, b.opts.PublishChannels)
+	}
+	if pc := b.pubs[i]; pc != nil && !pc.ch.IsClosed() {
+		return pc, nil
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq: open channel: %w", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		ch.Close()
+		return nil, fmt.Errorf("rabbitmq: enable publisher confirms: %w", err)
+	}
+	pc := &pubChannel{
+		ch:       ch,
+		gen:      gen,
+		window:   make(chan struct{}, b.opts.ConfirmWindow),
+		returns:  make(chan amqp.Return, b.opts.ConfirmWindow),
+		unrouted: map[string]int{},
+	}
+	ch.NotifyReturn(pc.returns)
+	b.pubs[i] = pc
+	return pc, nil
+}
+
+// send publishes to one exchange and routing key and waits for confirms.
+func (b *Broker) send(ctx context.Context, exchange, key string, msgs []amqp.Publishing) error {
+	pc, err := b.pubChannel(ctx)
+	if err != nil {
+		return &bus.PublishError{Unconfirmed: indexes(0, len(msgs)), Err: err}
+	}
+	pending := make([]*amqp.DeferredConfirmation, 0, len(msgs))
+	var sendErr error
+	for i := range msgs {
+		select {
+		case pc.window <- struct{}{}:
+		case <-ctx.Done():
+			sendErr = ctx.Err()
+		}
+		if sendErr != nil {
+			break
+		}
+		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false, msgs[i])
+		if err != nil {
+			<-pc.window
+			sendErr = fmt.Errorf("rabbitmq: publish: %w", err)
+			break
+		}
+		pending = append(pending, dc)
+	}
+
+	var unconfirmed []int
+	waitErr := sendErr
+	for i, dc := range pending {
+		ok, err := dc.WaitContext(ctx)
+		if err != nil {
+			// Give the window token back when the confirm does come.
+			go func() { <-dc.Done(); <-pc.window }()
+			unconfirmed = append(unconfirmed, i)
+			waitErr = err
+			continue
+		}
+		<-pc.window
+		if !ok {
+			unconfirmed = append(unconfirmed, i)
+			if waitErr == nil {
+				waitErr = errors.New("rabbitmq: broker refused the message (nack) or the channel closed before confirming it")
+			}
+		}
+	}
+	unconfirmed = append(unconfirmed, indexes(len(pending), len(msgs))...)
+
+	// Confirmed messages may still have been returned as unroutable.
+	pc.mu.Lock()
+	for drained := false; !drained; {
+		select {
+		case r := <-pc.returns:
+			pc.unrouted[r.MessageId]++
+		default:
+			drained = true
+		}
+	}
+	for i := range pending {
+		if id := msgs[i].MessageId; pc.unrouted[id] > 0 {
+			pc.unrouted[id]--
+			if pc.unrouted[id] == 0 {
+				delete(pc.unrouted, id)
+			}
+			unconfirmed = append(unconfirmed, i)
+			waitErr = fmt.Errorf("%w: exchange %q", ErrUnroutable, exchange)
+		}
+	}
+	pc.mu.Unlock()
+
+	if len(unconfirmed) == 0 {
+		return nil
+	}
+	return &bus.PublishError{Unconfirmed: dedupe(unconfirmed), Err: waitErr}
+}
+
+func indexes(from, to int) []int {
+	out := make([]int, 0, to-from)
+	for i := from; i < to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+func dedupe(s []int) []int {
+	seen := make(map[int]bool, len(s))
+	out := s[:0]
+	for _, v := range s {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// retryQueue names the queue where a group's messages wait out a delay;
+// its TTL dead-letters them back into the group's queue.
+func retryQueue(queue string, delay time.Duration) string {
+	return queue + ".retry." + strconv.FormatInt(delay.Milliseconds(), 10) + "ms"
+}
+
+// delaySteps are the delays retry queues exist for. A requested delay is
+// rounded to the nearest step: each retry queue has one TTL, so messages
+// in it expire in order and a long delay never holds back a short one.
+var delaySteps = []time.Duration{
+	50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
+	time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 20 * time.Second, 30 * time.Second,
+	time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 30 * time.Minute,
+	time.Hour, 2 * time.Hour, 6 * time.Hour, 12 * time.Hour, 24 * time.Hour,
+}
+
+// delayStep rounds d to the nearest step, comparing ratios.
+func delayStep(d time.Duration) time.Duration {
+	if d <= delaySteps[0] {
+		return delaySteps[0]
+	}
+	for i := 1; i < len(delaySteps); i++ {
+		lo, hi := delaySteps[i-1], delaySteps[i]
+		if d <= hi {
+			if float64(d)/float64(lo) < float64(hi)/float64(d) {
+				return lo
+			}
+			return hi
+		}
+	}
+	return delaySteps[len(delaySteps)-1]
+}

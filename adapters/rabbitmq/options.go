@@ -1,0 +1,207 @@
+package rabbitmq
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/omnibus-mq/omnibus/bus"
+)
+
+// Topology says how topics and groups map onto RabbitMQ.
+type Topology string
+
+const (
+	// TopologyExchange maps a topic to a durable fanout exchange and each
+	// group to a durable queue "<topic>.<group>" bound to it: groups each get
+	// every message, consumers of one group compete.
+	TopologyExchange Topology = "exchange"
+	// TopologyQueue maps a topic to the durable queue of that name, reached
+	// through the default exchange, as classic RabbitMQ producers and
+	// consumers (and Celery) use it. Groups are ignored: every consumer of
+	// the queue competes.
+	TopologyQueue Topology = "queue"
+)
+
+// DefaultMaxMessageSize is the message size limit when
+// Options.MaxMessageSize is zero; RabbitMQ's own default limit is larger.
+const DefaultMaxMessageSize = 16 << 20
+
+// Options configure a Broker. Only URL is required.
+type Options struct {
+	// URL is the AMQP URI, amqp://user:pass@host:port/vhost or amqps://...
+	URL string
+	// Topology maps topics and groups to exchanges and queues.
+	// Default TopologyExchange.
+	Topology Topology
+	// QueueType of the queues omnibus declares: "classic" or "quorum".
+	// Default "classic".
+	QueueType string
+	// MaxMessageSize is the largest bus.Message.Size accepted.
+	// Default DefaultMaxMessageSize.
+	MaxMessageSize int
+	// NoDefaultGroup stops Publish from declaring the queue of
+	// bus.DefaultGroup. By default that queue exists from the first
+	// publish, so messages sent before any consumer started are kept for
+	// it; with NoDefaultGroup, a message that no queue receives fails
+	// Publish with ErrUnroutable.
+	NoDefaultGroup bool
+	// DialTimeout bounds connecting, including TLS and the AMQP handshake.
+	// Default 10s.
+	DialTimeout time.Duration
+	// Heartbeat is the AMQP heartbeat interval. Default 10s.
+	Heartbeat time.Duration
+	// ReconnectBackoff is the first pause before reconnecting after the
+	// connection is lost; pauses double up to 32 times it. Default 250ms.
+	ReconnectBackoff time.Duration
+	// PublishChannels is how many confirm-mode channels share publishing.
+	// Default 2.
+	PublishChannels int
+	// ConfirmWindow is the most unconfirmed messages per publish channel.
+	// Default 1024.
+	ConfirmWindow int
+	// TLS configures amqps:// connections. Default: the system roots, with
+	// verification on.
+	TLS *tls.Config
+	// Logger receives connection loss and recovery. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Topology == "" {
+		o.Topology = TopologyExchange
+	}
+	if o.QueueType == "" {
+		o.QueueType = "classic"
+	}
+	if o.MaxMessageSize == 0 {
+		o.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = 10 * time.Second
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = 10 * time.Second
+	}
+	if o.ReconnectBackoff == 0 {
+		o.ReconnectBackoff = 250 * time.Millisecond
+	}
+	if o.PublishChannels == 0 {
+		o.PublishChannels = 2
+	}
+	if o.ConfirmWindow == 0 {
+		o.ConfirmWindow = 1024
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Validate reports every problem of the options at once.
+func (o Options) Validate() error {
+	var p []error
+	if o.URL == "" {
+		p = append(p, errors.New("URL is empty"))
+	} else if u, err := bus.ParseURL(o.URL); err != nil {
+		p = append(p, err)
+	} else if u.Scheme != "amqp" && u.Scheme != "amqps" {
+		p = append(p, fmt.Errorf("URL scheme %q is not amqp or amqps", u.Scheme))
+	}
+	switch o.Topology {
+	case "", TopologyExchange, TopologyQueue:
+	default:
+		p = append(p, fmt.Errorf("topology %q is not %q or %q", o.Topology, TopologyExchange, TopologyQueue))
+	}
+	switch o.QueueType {
+	case "", "classic", "quorum":
+	default:
+		p = append(p, fmt.Errorf("queue type %q is not classic or quorum", o.QueueType))
+	}
+	for name, v := range map[string]int{"MaxMessageSize": o.MaxMessageSize,
+		"PublishChannels": o.PublishChannels, "ConfirmWindow": o.ConfirmWindow} {
+		if v < 0 {
+			p = append(p, fmt.Errorf("%s %d is negative", name, v))
+		}
+	}
+	for name, v := range map[string]time.Duration{"DialTimeout": o.DialTimeout,
+		"Heartbeat": o.Heartbeat, "ReconnectBackoff": o.ReconnectBackoff} {
+		if v < 0 {
+			p = append(p, fmt.Errorf("%s %v is negative", name, v))
+		}
+	}
+	if len(p) > 0 {
+		return &bus.ConfigError{Problems: p}
+	}
+	return nil
+}
+
+// Parameters omnibus reads from the URL query; the rest pass to the AMQP
+// client (heartbeat, channel_max, frame_max, certfile, ...).
+var urlParams = map[string]func(*Options, string) error{
+	"topology": func(o *Options, v string) error { o.Topology = Topology(v); return nil },
+	"queue_type": func(o *Options, v string) error {
+		o.QueueType = v
+		return nil
+	},
+	"max_message_size": func(o *Options, v string) error { return atoi(v, &o.MaxMessageSize) },
+	"publish_channels": func(o *Options, v string) error { return atoi(v, &o.PublishChannels) },
+	"confirm_window":   func(o *Options, v string) error { return atoi(v, &o.ConfirmWindow) },
+	"no_default_group": func(o *Options, v string) (err error) {
+		o.NoDefaultGroup, err = strconv.ParseBool(v)
+		return err
+	},
+	"dial_timeout": func(o *Options, v string) (err error) {
+		o.DialTimeout, err = time.ParseDuration(v)
+		return err
+	},
+}
+
+func atoi(v string, dst *int) (err error) {
+	*dst, err = strconv.Atoi(v)
+	return err
+}
+
+// ParseURL turns an amqp:// or amqps:// URL into Options. omnibus's own
+// query parameters are:
+//
+//	topology          exchange (default) or queue
+//	queue_type        classic (default) or quorum
+//	max_message_size  bytes
+//	publish_channels  confirm channels shared by publishers
+//	confirm_window    unconfirmed messages per channel
+//	no_default_group  true: do not declare the default group's queue on publish
+//	dial_timeout      e.g. 5s
+//
+// Other parameters are left for the AMQP client.
+func ParseURL(u *url.URL) (Options, error) {
+	var o Options
+	q := u.Query()
+	var p []error
+	for k, fn := range urlParams {
+		if !q.Has(k) {
+			continue
+		}
+		if err := fn(&o, q.Get(k)); err != nil {
+			p = append(p, fmt.Errorf("parameter %s: %w", k, err))
+		}
+		q.Del(k)
+	}
+	c := *u
+	c.RawQuery = q.Encode()
+	o.URL = c.String()
+	if err := o.Validate(); err != nil {
+		var ce *bus.ConfigError
+		if errors.As(err, &ce) {
+			p = append(p, ce.Problems...)
+		}
+	}
+	if len(p) > 0 {
+		return o, fmt.Errorf("%w: %s: %w", bus.ErrBadURL, u.Redacted(), &bus.ConfigError{Problems: p})
+	}
+	return o, nil
+}
