@@ -342,8 +342,8 @@ type pubChannel struct {
 	// RabbitMQ sends basic.return before the basic.ack of the same
 	// message, and amqp091 handles both on one goroutine, so a return is
 	// in this buffer (sized to the window) before its confirm is seen.
-	returns chan amqp.Return
-	mu      sync.Mutex
+	returns  chan amqp.Return
+	mu       sync.Mutex
 	unrouted map[string]int // returned message IDs not yet claimed
 }
 
