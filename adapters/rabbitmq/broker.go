@@ -83,7 +83,7 @@ func (b *Broker) dial(ctx context.Context) (*amqp.Connection, error) {
 		Heartbeat:       b.opts.Heartbeat,
 		Locale:          "en_US",
 		TLSClientConfig: b.opts.TLS.Clone(), // amqp091 sets ServerName on it
-		Properties:      amqp.Table{"connection_name": "omnibus"},
+		Properties:      amqp.Table{"connection_name": b.opts.ConnectionName},
 		Dial: func(network, addr string) (net.Conn, error) {
 			d := net.Dialer{Timeout: timeout}
 			c, err := d.DialContext(ctx, network, addr)

@@ -64,6 +64,9 @@ type Options struct {
 	// ConfirmWindow is the most unconfirmed messages per publish channel.
 	// Default 1024.
 	ConfirmWindow int
+	// ConnectionName is shown in RabbitMQ's management UI.
+	// Default "omnibus".
+	ConnectionName string
 	// TLS configures amqps:// connections. Default: the system roots, with
 	// verification on.
 	TLS *tls.Config
@@ -98,6 +101,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.ConnectionName == "" {
+		o.ConnectionName = "omnibus"
 	}
 	return o
 }
@@ -155,6 +161,7 @@ var urlParams = map[string]func(*Options, string) error{
 		o.NoDefaultGroup, err = strconv.ParseBool(v)
 		return err
 	},
+	"connection_name": func(o *Options, v string) error { o.ConnectionName = v; return nil },
 	"dial_timeout": func(o *Options, v string) (err error) {
 		o.DialTimeout, err = time.ParseDuration(v)
 		return err
@@ -176,6 +183,7 @@ func atoi(v string, dst *int) (err error) {
 //	confirm_window    unconfirmed messages per channel
 //	no_default_group  true: do not declare the default group's queue on publish
 //	dial_timeout      e.g. 5s
+//	connection_name   shown in the management UI
 //
 // Other parameters are left for the AMQP client.
 func ParseURL(u *url.URL) (Options, error) {
