@@ -55,7 +55,7 @@ type Options struct {
 func (o Options) Validate() error {
 	var problems []error
 	if o.Features.MaxMessageSize < 0 {
-		problems = append(problems, fmt.Errorf("Features.MaxMessageSize %d is negative", o.Features.MaxMessageSize))
+		problems = append(problems, fmt.Errorf("negative Features.MaxMessageSize %d", o.Features.MaxMessageSize))
 	}
 	if len(problems) > 0 {
 		return &bus.ConfigError{Problems: problems}
@@ -202,7 +202,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts bus.Subscribe
 		return nil, err
 	}
 	if opts.Prefetch < 0 {
-		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("Prefetch %d is negative", opts.Prefetch)}}
+		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("negative Prefetch %d", opts.Prefetch)}}
 	}
 	opts = opts.WithDefaults(topic)
 	wsub, err := b.subscriberFor(opts.Group)

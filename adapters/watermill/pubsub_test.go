@@ -43,14 +43,12 @@ func memoryFeatures() tests.Features {
 	}
 }
 
-// TestWatermillSuite runs watermill's universal pub/sub tests on the
-// memory backend through NewPublisher and NewSubscriber. Every pub/sub
-// instance the suite makes is a new client of one broker, as instances of
-// a networked pub/sub would be connections to one server.
-func TestWatermillSuite(t *testing.T) {
+// memoryPubSubs returns the suite's constructors: every pub/sub instance
+// is a new client of one memory broker, as instances of a networked
+// pub/sub would be connections to one server.
+func memoryPubSubs(t *testing.T) (tests.PubSubConstructor, tests.ConsumerGroupPubSubConstructor) {
 	broker := memory.New(memory.Options{})
 	t.Cleanup(func() { broker.Close() })
-
 	connect := func(t *testing.T, cfg wmbridge.SubscriberConfig) (message.Publisher, message.Subscriber) {
 		c := broker.Connect()
 		t.Cleanup(func() { c.Close() })
@@ -60,12 +58,27 @@ func TestWatermillSuite(t *testing.T) {
 		}
 		return wmbridge.NewPublisher(c), sub
 	}
-	tests.TestPubSub(t, memoryFeatures(),
-		func(t *testing.T) (message.Publisher, message.Subscriber) {
+	return func(t *testing.T) (message.Publisher, message.Subscriber) {
 			return connect(t, wmbridge.SubscriberConfig{})
 		},
 		func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
 			return connect(t, wmbridge.SubscriberConfig{Group: group})
-		},
-	)
+		}
+}
+
+// TestWatermillSuite runs watermill's universal pub/sub tests on the
+// memory backend through NewPublisher and NewSubscriber.
+func TestWatermillSuite(t *testing.T) {
+	pubSub, groupPubSub := memoryPubSubs(t)
+	tests.TestPubSub(t, memoryFeatures(), pubSub, groupPubSub)
+}
+
+// TestWatermillStress runs the suite ten times at once, watermill's own
+// stress test, to shake out races in the bridge and the broker.
+func TestWatermillStress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stress test: runs without -short")
+	}
+	pubSub, groupPubSub := memoryPubSubs(t)
+	tests.TestPubSubStressTest(t, memoryFeatures(), pubSub, groupPubSub)
 }

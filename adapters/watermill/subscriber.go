@@ -48,13 +48,13 @@ type SubscriberConfig struct {
 func (c SubscriberConfig) Validate() error {
 	var problems []error
 	if c.Prefetch < 0 {
-		problems = append(problems, fmt.Errorf("Prefetch %d is negative", c.Prefetch))
+		problems = append(problems, fmt.Errorf("negative Prefetch %d", c.Prefetch))
 	}
 	if c.MaxAttempts < 0 {
-		problems = append(problems, fmt.Errorf("MaxAttempts %d is negative (0 means no limit)", c.MaxAttempts))
+		problems = append(problems, fmt.Errorf("negative MaxAttempts %d (0 means no limit)", c.MaxAttempts))
 	}
 	if c.NackDelay < 0 {
-		problems = append(problems, fmt.Errorf("NackDelay %v is negative", c.NackDelay))
+		problems = append(problems, fmt.Errorf("negative NackDelay %v", c.NackDelay))
 	}
 	if len(problems) > 0 {
 		return &bus.ConfigError{Problems: problems}
