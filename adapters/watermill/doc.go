@@ -20,8 +20,13 @@
 //		NewSubscriber: func(group string) (message.Subscriber, error) {
 //			return kafka.NewSubscriber(kafka.SubscriberConfig{ConsumerGroup: group, ...}, logger)
 //		},
-//		Features: bus.Features{OrderedPerKey: true, Persistent: true},
+//		Features: bus.Features{Persistent: true},
 //	})
+//
+// Features describe the wrapped pub/sub, which the bridge cannot inspect.
+// Per-key order, for example, holds only where the pub/sub partitions by
+// MetadataKey (watermill-kafka with a partitioning marshaler that returns
+// it).
 //
 // Watermill has no delayed redelivery and no dead-letter topic in its
 // subscriber contract; the Broker counts attempts per message UUID itself
