@@ -77,9 +77,10 @@ func (o Options) Validate() error {
 //
 // The counts live in this process only: deliveries seen by other
 // processes, or before a restart, or by a Broker with another AttemptLog,
-// or forgotten past the log's room, are not counted. A message is therefore never dead-lettered early, but may
-// be tried more than MaxAttempts times. Messages with an empty UUID cannot
-// be tracked: each of their deliveries is attempt 1.
+// or forgotten past the log's room, are not counted. A message is
+// therefore never dead-lettered early, but may be delivered more than
+// MaxAttempts times. Messages with an empty UUID cannot be tracked: each
+// of their deliveries is attempt 1.
 //
 // The alternative, acking the failed message and republishing a copy with
 // its attempt count, was rejected: a watermill publisher writes to the
