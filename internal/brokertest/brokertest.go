@@ -1,0 +1,166 @@
+package brokertest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Environment variables read by the helpers, and their defaults.
+const (
+	AMQPEnv          = "OMNIBUS_AMQP_URL"
+	RedisEnv         = "OMNIBUS_REDIS_URL"
+	KafkaEnv         = "OMNIBUS_KAFKA_BROKERS"
+	DefaultAMQPURL   = "amqp://guest:guest@127.0.0.1:5672/"
+	DefaultRedisURL  = "redis://127.0.0.1:6379/0"
+	DefaultKafkaAddr = "127.0.0.1:9092"
+)
+
+// DialTimeout bounds the reachability check of each helper.
+const DialTimeout = 2 * time.Second
+
+// InCI reports whether CI is "true" or "1", where an unreachable broker fails
+// the test instead of skipping it.
+func InCI() bool {
+	v := strings.TrimSpace(os.Getenv("CI"))
+	return v == "1" || strings.EqualFold(v, "true")
+}
+
+// AMQP returns the AMQP 0-9-1 URL of the RabbitMQ to test against.
+func AMQP(t testing.TB) string {
+	t.Helper()
+	u := env(AMQPEnv, DefaultAMQPURL)
+	addr, err := urlAddr(u, map[string]string{"amqp": "5672", "amqps": "5671"})
+	if err != nil {
+		t.Fatalf("brokertest: %s: %v", AMQPEnv, err)
+	}
+	require(t, "rabbitmq", AMQPEnv, []string{addr}, InCI())
+	return u
+}
+
+// Redis returns the URL of the Redis to test against, in the form
+// redis.ParseURL accepts.
+func Redis(t testing.TB) string {
+	t.Helper()
+	u := env(RedisEnv, DefaultRedisURL)
+	addr, err := urlAddr(u, map[string]string{"redis": "6379", "rediss": "6379"})
+	if err != nil {
+		t.Fatalf("brokertest: %s: %v", RedisEnv, err)
+	}
+	require(t, "redis", RedisEnv, []string{addr}, InCI())
+	return u
+}
+
+// Kafka returns the bootstrap addresses (host:port) of the Kafka cluster to
+// test against. It is enough that one of them answers.
+func Kafka(t testing.TB) []string {
+	t.Helper()
+	addrs, err := splitAddrs(env(KafkaEnv, DefaultKafkaAddr))
+	if err != nil {
+		t.Fatalf("brokertest: %s: %v", KafkaEnv, err)
+	}
+	require(t, "kafka", KafkaEnv, addrs, InCI())
+	return addrs
+}
+
+// Name returns a queue, stream or topic name that no other test or run uses:
+// "omnibus-" plus the test's name, made safe for every broker, plus 8 random
+// hex digits. It fits Kafka's topic alphabet ([a-zA-Z0-9._-]) and length.
+func Name(t testing.TB) string {
+	t.Helper()
+	var b strings.Builder
+	for _, r := range t.Name() {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	base := b.String()
+	if len(base) > 180 {
+		base = base[:180]
+	}
+	var buf [4]byte
+	if _, err := rand.Read(buf[:]); err != nil {
+		t.Fatalf("brokertest: random name: %v", err)
+	}
+	return "omnibus-" + base + "-" + hex.EncodeToString(buf[:])
+}
+
+func env(key, def string) string {
+	if v := strings.TrimSpace(os.Getenv(key)); v != "" {
+		return v
+	}
+	return def
+}
+
+// require dials addrs and returns once one answers. Otherwise it fails the
+// test under CI and skips it elsewhere.
+func require(t testing.TB, broker, envVar string, addrs []string, ci bool) {
+	t.Helper()
+	var errs []error
+	for _, addr := range addrs {
+		conn, err := net.DialTimeout("tcp", addr, DialTimeout)
+		if err == nil {
+			conn.Close()
+			return
+		}
+		errs = append(errs, err)
+	}
+	err := errors.Join(errs...)
+	if ci {
+		t.Fatalf("brokertest: %s not reachable at %s (%s): %v\n"+
+			"under CI a broker test fails instead of skipping; start it with: make up (scripts/brokers up %s)",
+			broker, strings.Join(addrs, ","), envVar, err, broker)
+		return
+	}
+	t.Skipf("brokertest: %s not reachable at %s (%s): %v\n"+
+		"start it with: make up (scripts/brokers up %s), or point %s at one",
+		broker, strings.Join(addrs, ","), envVar, err, broker, envVar)
+}
+
+// urlAddr returns host:port of a broker URL, with the scheme's default port.
+func urlAddr(raw string, defaultPorts map[string]string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", err
+	}
+	port, ok := defaultPorts[u.Scheme]
+	if !ok {
+		return "", fmt.Errorf("%q: unsupported scheme %q", raw, u.Scheme)
+	}
+	host := u.Hostname()
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if p := u.Port(); p != "" {
+		port = p
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+func splitAddrs(list string) ([]string, error) {
+	var addrs []string
+	for _, a := range strings.Split(list, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("%q: %w", a, err)
+		}
+		addrs = append(addrs, a)
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("%q lists no address", list)
+	}
+	return addrs, nil
+}
