@@ -1,0 +1,354 @@
+package redisstream
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/omnibus-mq/omnibus/bus"
+)
+
+func init() {
+	bus.Register(Scheme, open)
+	bus.Register(SchemeTLS, open)
+}
+
+func open(ctx context.Context, u *url.URL) (bus.Broker, error) {
+	opts, err := ParseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	b, err := New(ctx, opts)
+	if err != nil {
+		// Not a typed nil in the interface.
+		return nil, err
+	}
+	return b, nil
+}
+
+// ErrReclaimed is returned by Nack when the delivery had been idle past the
+// visibility timeout and another consumer had claimed it, so the Nack was
+// not applied; that consumer settles the message instead.
+var ErrReclaimed = errors.New("redisstream: delivery was claimed by another consumer")
+
+// Broker is a connection to a Redis server, publishing to and consuming
+// from Redis streams. It implements bus.Broker; see the package
+// documentation for the layout of what it stores.
+type Broker struct {
+	opts       Options
+	rdb        *redis.Client
+	persistent bool
+
+	mu     sync.Mutex
+	closed bool
+	subs   map[*subscription]struct{}
+}
+
+var (
+	_ bus.Broker          = (*Broker)(nil)
+	_ bus.FeatureReporter = (*Broker)(nil)
+)
+
+// New validates opts and connects to Redis. ctx and Options.DialTimeout
+// bound the connection: an unreachable server fails with an error matching
+// bus.ErrUnreachable, refused credentials with bus.ErrAuth.
+func New(ctx context.Context, opts Options) (*Broker, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	rdb := redis.NewClient(opts.client(opts.PoolSize))
+	b := &Broker{opts: opts, rdb: rdb, subs: map[*subscription]struct{}{}}
+	if err := b.probe(ctx); err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// client returns the go-redis options of one client.
+func (o Options) client(poolSize int) *redis.Options {
+	return &redis.Options{
+		Addr:      o.Addr,
+		Username:  o.Username,
+		Password:  o.Password,
+		DB:        o.DB,
+		TLSConfig: o.TLS,
+		// No command is sent twice behind the caller's back: a resent
+		// pipeline would duplicate the XADDs that had succeeded, and a
+		// dial never outlasts DialTimeout. Callers, and the subscription
+		// loop, retry what failed.
+		MaxRetries:            -1,
+		DialTimeout:           o.DialTimeout,
+		DialerRetries:         1,
+		ReadTimeout:           o.ReadTimeout,
+		WriteTimeout:          o.ReadTimeout,
+		ContextTimeoutEnabled: true,
+		PoolSize:              poolSize,
+		// Maintenance notifications are for Redis Enterprise/Cloud
+		// endpoints; turned off so that a client starts no workers.
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	}
+}
+
+// probe checks that the server answers and accepts the credentials, and
+// reads its persistence settings.
+func (b *Broker) probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.DialTimeout)
+	defer cancel()
+	if err := b.rdb.Ping(ctx).Err(); err != nil {
+		return b.dialError(err)
+	}
+	if info, err := b.rdb.Info(ctx, "server").Result(); err == nil {
+		if v := infoField(info, "redis_version"); v != "" && !atLeast(v, 6, 2) {
+			return &bus.ConfigError{Problems: []error{fmt.Errorf(
+				"redisstream: %s runs Redis %s; streams with XAUTOCLAIM need 6.2 or newer", b.opts.Addr, v)}}
+		}
+	}
+	// CONFIG may be refused by ACLs or managed services; then persistence
+	// is unknown and not claimed.
+	if cfg, err := b.rdb.ConfigGet(ctx, "append*").Result(); err == nil {
+		b.persistent = cfg["appendonly"] == "yes" && (cfg["appendfsync"] == "always" || cfg["appendfsync"] == "everysec")
+	}
+	return nil
+}
+
+// dialError maps a failure of the first round trip to the bus sentinels:
+// refused credentials are ErrAuth, other Redis error replies stay as they
+// are, and everything else (no connection, a timeout, a server that does
+// not speak Redis) is ErrUnreachable. go-redis errors name the address,
+// never the password.
+func (b *Broker) dialError(err error) error {
+	msg := err.Error()
+	for _, p := range []string{"WRONGPASS", "NOAUTH", "ERR AUTH", "ERR invalid password", "ERR Client sent AUTH"} {
+		if strings.HasPrefix(msg, p) {
+			return fmt.Errorf("%w: redis %s as %q: %v", bus.ErrAuth, b.opts.Addr, b.opts.Username, err)
+		}
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		return fmt.Errorf("redisstream: connecting to %s: %w", b.opts.Addr, err)
+	}
+	return fmt.Errorf("%w: redis %s: %v", bus.ErrUnreachable, b.opts.Addr, err)
+}
+
+func infoField(info, name string) string {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// atLeast reports whether version (major.minor.patch) is at least
+// major.minor.
+func atLeast(version string, major, minor int) bool {
+	parts := strings.SplitN(version, ".", 3)
+	ma, _ := strconv.Atoi(parts[0])
+	mi := 0
+	if len(parts) > 1 {
+		mi, _ = strconv.Atoi(parts[1])
+	}
+	return ma > major || (ma == major && mi >= minor)
+}
+
+// Features describes the guarantees of this Broker. Persistent is true when
+// the server runs with appendonly yes and appendfsync always or everysec,
+// as read at New: accepted messages then survive a restart of Redis, and
+// with everysec a crash of the machine can lose about the last second of
+// them. Ordering holds for one consumer with prefetch 1, which reads the
+// stream in order.
+func (b *Broker) Features() bus.Features {
+	return bus.Features{
+		OrderedPerKey:  true,
+		Persistent:     b.persistent,
+		NackDelay:      true,
+		MaxMessageSize: b.opts.MaxMessageSize,
+	}
+}
+
+// Client returns the Broker's go-redis client, for other work on the same
+// server. It belongs to the Broker, which closes it.
+func (b *Broker) Client() *redis.Client { return b.rdb }
+
+func (b *Broker) check(ctx context.Context, topic string) error {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return bus.ErrClosed
+	}
+	if topic == "" {
+		return fmt.Errorf("%w: empty topic name", bus.ErrInvalidMessage)
+	}
+	return ctx.Err()
+}
+
+// Publish appends msgs to the stream named topic with one XADD each, all
+// in one pipeline, and returns once Redis has replied to every XADD. When
+// only some XADDs succeed, the error is a *bus.PublishError naming the
+// others.
+func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message) error {
+	if err := b.check(ctx, topic); err != nil {
+		return err
+	}
+	if err := bus.Prepare(msgs, b.opts.MaxMessageSize); err != nil {
+		return err
+	}
+	switch len(msgs) {
+	case 0:
+		return nil
+	case 1:
+		if err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: topic, Values: encode(msgs[0], 0)}).Err(); err != nil {
+			return fmt.Errorf("redisstream: publish to %q: %w", topic, err)
+		}
+		return nil
+	}
+	pipe := b.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(msgs))
+	for i, m := range msgs {
+		cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: topic, Values: encode(m, 0)})
+	}
+	_, err := pipe.Exec(ctx)
+	if err == nil {
+		return nil
+	}
+	var failed []int
+	var first error
+	for i, c := range cmds {
+		if cerr := c.Err(); cerr != nil {
+			failed = append(failed, i)
+			if first == nil {
+				first = cerr
+			}
+		}
+	}
+	if first == nil {
+		first = err
+	}
+	if len(failed) == 0 || len(failed) == len(msgs) {
+		return fmt.Errorf("redisstream: publish %d messages to %q: %w", len(msgs), topic, first)
+	}
+	return &bus.PublishError{Unconfirmed: failed, Err: fmt.Errorf("redisstream: publish to %q: %w", topic, first)}
+}
+
+// Subscribe joins opts.Group on topic, creating the group when it does not
+// exist. A new group starts at the beginning of the stream, so it receives
+// every message still in the stream, including those published before it
+// existed. See bus.Subscriber.
+func (b *Broker) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
+	if err := b.check(ctx, topic); err != nil {
+		return nil, err
+	}
+	if opts.Prefetch < 0 {
+		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("Prefetch %d is negative", opts.Prefetch)}}
+	}
+	opts = opts.WithDefaults(topic)
+	s := newSubscription(b, topic, opts)
+	if err := s.start(ctx); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		s.Close()
+		return nil, bus.ErrClosed
+	}
+	b.subs[s] = struct{}{}
+	b.mu.Unlock()
+	return s, nil
+}
+
+func (b *Broker) forget(s *subscription) {
+	b.mu.Lock()
+	delete(b.subs, s)
+	b.mu.Unlock()
+}
+
+// ensureGroups creates the group on the topic's stream and on the group's
+// retry stream, reading from the start ("0") so that nothing published
+// before the group existed is missed.
+func (b *Broker) ensureGroups(ctx context.Context, topic, group string) error {
+	pipe := b.rdb.Pipeline()
+	main := pipe.XGroupCreateMkStream(ctx, topic, group, "0")
+	retry := pipe.XGroupCreateMkStream(ctx, retryKey(topic, group), group, "0")
+	pipe.Exec(ctx)
+	for _, c := range []*redis.StatusCmd{main, retry} {
+		if err := c.Err(); err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+			return fmt.Errorf("redisstream: creating group %q on %q: %w", group, topic, err)
+		}
+	}
+	return nil
+}
+
+// Trim deletes the entries of topic's stream that every consumer group of
+// the stream has acknowledged, and returns how many it deleted. A stream
+// without groups is left whole. Options.TrimInterval runs it periodically.
+func (b *Broker) Trim(ctx context.Context, topic string) (int64, error) {
+	if err := b.check(ctx, topic); err != nil {
+		return 0, err
+	}
+	n, err := trimScript.Run(ctx, b.rdb, []string{topic}).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("redisstream: trim %q: %w", topic, err)
+	}
+	return n, nil
+}
+
+// Close closes every subscription, giving their unsettled deliveries back
+// to their groups, then the connections. It is idempotent.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	subs := make([]*subscription, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+	var errs []error
+	for _, s := range subs {
+		if err := s.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	b.rdb.Close()
+	return errors.Join(errs...)
+}
+
+// retryKey and delayedKey name a group's retry stream and delayed set. The
+// topic's length makes the names unambiguous whatever the topic and group
+// contain.
+func retryKey(topic, group string) string {
+	return "omnibus:retry:" + strconv.Itoa(len(topic)) + ":" + topic + ":" + group
+}
+
+func delayedKey(topic, group string) string {
+	return "omnibus:delayed:" + strconv.Itoa(len(topic)) + ":" + topic + ":" + group
+}
+
+// parkingConsumer holds the entries that closed subscriptions gave back,
+// until a live consumer of the group claims them.
+const parkingConsumer = "omnibus-given-back"
+
+// consumerName returns a name unique to one subscription.
+func consumerName() string {
+	host, _ := os.Hostname()
+	var r [6]byte
+	rand.Read(r[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(r[:]))
+}

@@ -1,0 +1,82 @@
+// Package redisstream is omnibus's Redis Streams backend, built on
+// github.com/redis/go-redis/v9. It needs Redis 6.2 or newer, standalone
+// (not Cluster).
+//
+// Open it by URL after importing the package, or build a Broker with New:
+//
+//	b, err := bus.Open(ctx, "redis://user:secret@localhost:6379/0?visibility_timeout=1m")
+//	b, err := redisstream.New(ctx, redisstream.Options{Addr: "localhost:6379"})
+//
+// rediss:// connects over TLS. ParseURL lists the query parameters.
+//
+// # Layout
+//
+// A topic is the stream of the same name; anything that reads Redis
+// streams can read it. Each message is one entry with these fields:
+//
+//	i      message ID
+//	t      PublishedAt, Unix nanoseconds in decimal
+//	k      key (absent when empty)
+//	b      body (absent when empty)
+//	h:NAME one field per header NAME
+//	a      deliveries made before this entry (retry entries only)
+//
+// Publish appends with XADD, one pipeline per call, and returns when Redis
+// has replied to every XADD. Messages up to Options.MaxMessageSize
+// (default 1 MiB) are accepted. With Redis's appendonly yes and appendfsync
+// everysec, a crash of the machine can lose about the last second of
+// accepted messages; Broker.Features reports Persistent accordingly.
+//
+// A consumer group is a Redis consumer group on the stream, created by the
+// first Subscribe at the stream's start ("0"): messages published before
+// any worker of the group ran wait for it. Each group also has two keys of
+// its own, for its retries:
+//
+//	omnibus:retry:<len(topic)>:<topic>:<group>    stream of retries
+//	omnibus:delayed:<len(topic)>:<topic>:<group>  sorted set of delayed retries
+//
+// # Delivery
+//
+// Each subscription is a consumer of its group with a connection of its
+// own. It keeps up to SubscribeOptions.Prefetch entries in its pending list
+// (fetched ahead of Receive or handed out and unsettled), taking them with
+// XREADGROUP COUNT n from the retry stream and the topic stream in one Lua
+// script, and blocks on XREAD when there is nothing to take.
+//
+// Acks are XACKs sent by one goroutine per subscription: Acks made while
+// a batch is on the wire go together in the next pipeline, so a busy
+// subscription pays one round trip per batch and an idle one adds no
+// delay. Ack returns when Redis has replied to its XACK.
+//
+// A Nack acks the entry and, atomically in a Lua script, either appends the
+// bus.DeadLetter copy to the dead-letter stream, or adds a retry entry
+// carrying the attempts so far ("a"): into the group's retry stream at
+// once, or into the group's delayed set when NackOptions.Delay is set,
+// whence it moves into the retry stream when due. Retries therefore
+// concern the failing group alone, and a delayed message holds back
+// nothing else. Message.Attempt is the entry's "a" plus the delivery
+// count of its pending entry, so it is 1 on the first delivery and grows
+// with every redelivery, whether after a Nack, a claim or a Close.
+//
+// # Crashes and Close
+//
+// A subscription renews the entries it holds every third of
+// Options.VisibilityTimeout (XCLAIM JUSTID), and every
+// Options.ClaimInterval claims (XAUTOCLAIM) entries of its group idle past
+// the visibility timeout: those of consumers that died. So a killed
+// consumer loses nothing, and a long handler is not mistaken for a dead
+// one. An entry claimed after MaxAttempts deliveries that none settled
+// goes to the dead-letter stream instead of being delivered again.
+//
+// Close hands the entries the subscription still holds to a parking
+// consumer of the group with an idle time past any visibility timeout, so
+// that the group's next claim, at most a ClaimInterval later, delivers
+// them again; it then deletes its consumer from the group.
+//
+// # Trimming
+//
+// Nothing is trimmed by default, so streams grow until trimmed. Broker.Trim
+// (periodically with Options.TrimInterval) deletes only entries that every
+// group of the stream has acknowledged. Retry entries are deleted when
+// acknowledged.
+package redisstream

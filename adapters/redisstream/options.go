@@ -1,0 +1,251 @@
+package redisstream
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/omnibus-mq/omnibus/bus"
+)
+
+// Defaults of Options.
+const (
+	DefaultAddr              = "localhost:6379"
+	DefaultMaxMessageSize    = 1 << 20
+	DefaultVisibilityTimeout = 30 * time.Second
+	DefaultClaimInterval     = time.Second
+	DefaultDialTimeout       = 5 * time.Second
+	DefaultReadTimeout       = 5 * time.Second
+)
+
+// MaxMessageSizeLimit is the largest Options.MaxMessageSize allowed. Redis
+// refuses bulk strings over 512 MB (proto-max-bulk-len), and a delayed
+// retry stores the whole message as one string in a sorted set.
+const MaxMessageSizeLimit = 256 << 20
+
+// Options configure a Broker. The zero value connects to DefaultAddr with
+// every default.
+type Options struct {
+	// Addr is the server's host:port. Default DefaultAddr.
+	Addr string
+	// Username and Password authenticate with AUTH (Redis ACL). An empty
+	// Username with a Password authenticates as the default user.
+	// Default: no authentication.
+	Username, Password string
+	// DB is the database number. Default 0.
+	DB int
+	// TLS, when set, makes every connection use TLS with this config.
+	// Default nil: plain TCP.
+	TLS *tls.Config
+	// DialTimeout bounds connecting, including New's first round trip.
+	// Default DefaultDialTimeout.
+	DialTimeout time.Duration
+	// ReadTimeout bounds each command's reply (blocking reads get their
+	// block time on top). Default DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// PoolSize is the most connections the Broker keeps for publishing and
+	// settling; each subscription has one more of its own. Default: the
+	// go-redis default, 10 per GOMAXPROCS.
+	PoolSize int
+	// MaxMessageSize is the largest bus.Message.Size that Publish accepts,
+	// in bytes, at most MaxMessageSizeLimit. Default DefaultMaxMessageSize.
+	MaxMessageSize int
+	// VisibilityTimeout is how long a delivery may sit unrenewed in a
+	// consumer's pending list before other consumers of its group claim
+	// it. Live subscriptions renew what they hold every third of it, so it
+	// bounds how long a dead consumer's work waits, not how long a handler
+	// may run. Default DefaultVisibilityTimeout.
+	VisibilityTimeout time.Duration
+	// ClaimInterval is how often a subscription looks for deliveries that
+	// are claimable: idle past VisibilityTimeout, or given back by a
+	// closed subscription. Default DefaultClaimInterval.
+	ClaimInterval time.Duration
+	// TrimInterval, when positive, makes every subscription run Trim on
+	// its topic that often. Default 0: streams are never trimmed.
+	TrimInterval time.Duration
+	// Logger receives errors of the background work (fetching, renewing,
+	// trimming), which is retried. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Addr == "" {
+		o.Addr = DefaultAddr
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = DefaultReadTimeout
+	}
+	if o.MaxMessageSize == 0 {
+		o.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if o.VisibilityTimeout == 0 {
+		o.VisibilityTimeout = DefaultVisibilityTimeout
+	}
+	if o.ClaimInterval == 0 {
+		o.ClaimInterval = DefaultClaimInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Validate reports every problem of the options at once, as a
+// *bus.ConfigError.
+func (o Options) Validate() error {
+	var p []error
+	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
+	if o.Addr != "" {
+		if _, port, err := net.SplitHostPort(o.Addr); err != nil {
+			add("Addr %q: want host:port", o.Addr)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			add("Addr %q: port must be 1-65535", o.Addr)
+		}
+	}
+	if o.DB < 0 {
+		add("DB %d is negative", o.DB)
+	}
+	if o.DialTimeout < 0 {
+		add("DialTimeout %v is negative", o.DialTimeout)
+	}
+	if o.ReadTimeout < 0 {
+		add("ReadTimeout %v is negative", o.ReadTimeout)
+	}
+	if o.PoolSize < 0 {
+		add("PoolSize %d is negative", o.PoolSize)
+	}
+	if o.MaxMessageSize < 0 || o.MaxMessageSize > MaxMessageSizeLimit {
+		add("MaxMessageSize %d: want 1 to %d bytes", o.MaxMessageSize, MaxMessageSizeLimit)
+	}
+	if o.VisibilityTimeout != 0 && (o.VisibilityTimeout < 30*time.Millisecond || o.VisibilityTimeout > 7*24*time.Hour) {
+		add("VisibilityTimeout %v: want 30ms to 7 days", o.VisibilityTimeout)
+	}
+	if o.ClaimInterval != 0 && o.ClaimInterval < 10*time.Millisecond {
+		add("ClaimInterval %v: want at least 10ms", o.ClaimInterval)
+	}
+	if o.TrimInterval < 0 {
+		add("TrimInterval %v is negative", o.TrimInterval)
+	}
+	if len(p) > 0 {
+		return &bus.ConfigError{Problems: p}
+	}
+	return nil
+}
+
+// Schemes of the URLs this package opens: redis:// over TCP and rediss://
+// over TLS.
+const (
+	Scheme    = "redis"
+	SchemeTLS = "rediss"
+)
+
+// ParseURL returns the Options of a redis:// or rediss:// URL:
+//
+//	redis://[[user]:password@]host[:port][/db][?param=value&...]
+//
+// The port defaults to 6379 and db to 0; rediss:// turns on TLS with the
+// system's roots, verifying host. Query parameters (durations in Go syntax,
+// such as 30s or 500ms):
+//
+//	max_message_size    bytes; default DefaultMaxMessageSize
+//	visibility_timeout  default DefaultVisibilityTimeout
+//	claim_interval      default DefaultClaimInterval
+//	trim_interval       default 0 (never trim)
+//	dial_timeout        default DefaultDialTimeout
+//	read_timeout        default DefaultReadTimeout
+//	pool_size           default: go-redis's
+//
+// Errors match bus.ErrBadURL, list every problem, and never contain the
+// password.
+func ParseURL(u *url.URL) (Options, error) {
+	var o Options
+	var p []error
+	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
+	switch u.Scheme {
+	case Scheme:
+	case SchemeTLS:
+		o.TLS = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+	default:
+		add("scheme %q is not %s or %s", u.Scheme, Scheme, SchemeTLS)
+	}
+	if u.Opaque != "" {
+		add("want %s://host:port", u.Scheme)
+	}
+	if h := u.Hostname(); h != "" {
+		port := u.Port()
+		if port == "" {
+			port = "6379"
+		}
+		o.Addr = net.JoinHostPort(h, port)
+	} else if u.Port() != "" {
+		o.Addr = net.JoinHostPort("localhost", u.Port())
+	}
+	if u.User != nil {
+		o.Username = u.User.Username()
+		o.Password, _ = u.User.Password()
+	}
+	if db := strings.TrimPrefix(u.Path, "/"); db != "" {
+		n, err := strconv.Atoi(db)
+		if err != nil || n < 0 {
+			add("path %q: want /<database number>", u.Path)
+		}
+		o.DB = n
+	}
+	duration := func(k, v string) time.Duration {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			add("%s=%q: want a positive duration such as 30s", k, v)
+		}
+		return d
+	}
+	for k, vs := range u.Query() {
+		v := vs[len(vs)-1]
+		switch k {
+		case "max_message_size":
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				add("max_message_size=%q: want a positive byte count", v)
+				continue
+			}
+			o.MaxMessageSize = n
+		case "visibility_timeout":
+			o.VisibilityTimeout = duration(k, v)
+		case "claim_interval":
+			o.ClaimInterval = duration(k, v)
+		case "trim_interval":
+			o.TrimInterval = duration(k, v)
+		case "dial_timeout":
+			o.DialTimeout = duration(k, v)
+		case "read_timeout":
+			o.ReadTimeout = duration(k, v)
+		case "pool_size":
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				add("pool_size=%q: want a positive number", v)
+				continue
+			}
+			o.PoolSize = n
+		default:
+			add("unknown parameter %q", k)
+		}
+	}
+	if err := o.Validate(); err != nil {
+		var ce *bus.ConfigError
+		if errors.As(err, &ce) {
+			p = append(p, ce.Problems...)
+		}
+	}
+	if len(p) > 0 {
+		return Options{}, fmt.Errorf("%w: %s: %w", bus.ErrBadURL, u.Redacted(), &bus.ConfigError{Problems: p})
+	}
+	return o, nil
+}
