@@ -5,8 +5,9 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_FLAGS  ?= -race -timeout 25m
 PKGS        ?= ./...
 BROKERS     ?=
+VENV        ?= .venv
 
-.PHONY: all up down status test test-unit lint demo
+.PHONY: all up down status test test-unit lint demo venv
 
 all: lint test
 
@@ -21,8 +22,15 @@ down:
 status:
 	scripts/brokers status $(BROKERS)
 
+## venv: the Python environment of the interop tests (pika)
+venv: $(VENV)/.installed
+$(VENV)/.installed: scripts/python-requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/python-requirements.txt
+	touch $@
+
 ## test: start the brokers, then run every test with the race detector
-test: up
+test: up venv
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 
 ## test-unit: the tests that need no broker (broker tests skip locally, fail under CI=true)

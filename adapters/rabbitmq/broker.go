@@ -242,7 +242,7 @@ func (b *Broker) queueArgs() amqp.Table {
 // declare runs fn on the declaration channel of the current connection,
 // once per key and connection generation. A failed declaration closes
 // the channel; the next call opens another.
-func (b *Broker) declare(ctx context.Context, key string, fn func(ch *amqp.Channel) error) error {
+func (b *Broker) declare(ctx context.Context, key string, fn func(conn *amqp.Connection, ch *amqp.Channel) error) error {
 	conn, gen, err := b.connection(ctx)
 	if err != nil {
 		return err
@@ -262,7 +262,7 @@ func (b *Broker) declare(ctx context.Context, key string, fn func(ch *amqp.Chann
 		}
 		b.topo = ch
 	}
-	if err := fn(b.topo); err != nil {
+	if err := fn(conn, b.topo); err != nil {
 		return fmt.Errorf("rabbitmq: declare %s: %w", key, err)
 	}
 	b.known[key] = true
@@ -272,10 +272,9 @@ func (b *Broker) declare(ctx context.Context, key string, fn func(ch *amqp.Chann
 // declareTopic declares what Publish needs: the topic's exchange and,
 // unless NoDefaultGroup, the default group's queue.
 func (b *Broker) declareTopic(ctx context.Context, topic string) error {
-	return b.declare(ctx, "topic "+topic, func(ch *amqp.Channel) error {
+	return b.declare(ctx, "topic "+topic, func(conn *amqp.Connection, ch *amqp.Channel) error {
 		if b.opts.Topology == TopologyQueue {
-			_, err := ch.QueueDeclare(topic, true, false, false, false, b.queueArgs())
-			return err
+			return b.declareQueue(conn, ch, topic)
 		}
 		if err := ch.ExchangeDeclare(topic, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
 			return err
@@ -285,6 +284,29 @@ func (b *Broker) declareTopic(ctx context.Context, topic string) error {
 		}
 		return declareGroupQueue(ch, topic, b.queue(topic, bus.DefaultGroup), b.queueArgs())
 	})
+}
+
+// declareQueue declares the durable queue of TopologyQueue. A queue that
+// other clients already declared with other arguments (say non-durable, as
+// many tutorials do) is used as it is: RabbitMQ refuses the redeclaration
+// with PRECONDITION_FAILED and closes the channel, and a passive declare
+// on a new channel then checks that the queue exists.
+func (b *Broker) declareQueue(conn *amqp.Connection, ch *amqp.Channel, queue string) error {
+	_, err := ch.QueueDeclare(queue, true, false, false, false, b.queueArgs())
+	var aerr *amqp.Error
+	if !errors.As(err, &aerr) || aerr.Code != amqp.PreconditionFailed {
+		return err
+	}
+	passive, cerr := conn.Channel()
+	if cerr != nil {
+		return err
+	}
+	defer passive.Close()
+	if _, perr := passive.QueueDeclarePassive(queue, false, false, false, false, nil); perr != nil {
+		return fmt.Errorf("%w (and it does not exist: %v)", err, perr)
+	}
+	b.opts.Logger.Info("rabbitmq: using an existing queue declared with other arguments", "queue", queue, "reason", aerr.Reason)
+	return nil
 }
 
 func declareGroupQueue(ch *amqp.Channel, exchange, queue string, args amqp.Table) error {

@@ -81,8 +81,14 @@ func (s *subscription) consume(ctx context.Context) error {
 		return fmt.Errorf("rabbitmq: %s for %s: %w", what, s.queue, err)
 	}
 	if s.b.opts.Topology == TopologyQueue {
-		if _, err := ch.QueueDeclare(s.queue, true, false, false, false, s.b.queueArgs()); err != nil {
+		if err := s.b.declareQueue(conn, ch, s.queue); err != nil {
 			return fail("declare queue", err)
+		}
+		if ch.IsClosed() {
+			// The refused declaration closed it; the queue exists.
+			if ch, err = conn.Channel(); err != nil {
+				return fmt.Errorf("rabbitmq: open channel: %w", err)
+			}
 		}
 	} else {
 		if err := ch.ExchangeDeclare(s.topic, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
@@ -256,7 +262,7 @@ func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 	case opts.Delay > 0:
 		step := delayStep(opts.Delay)
 		rq := retryQueue(s.queue, step)
-		err = b.declare(ctx, "retry "+rq, func(ch *amqp.Channel) error {
+		err = b.declare(ctx, "retry "+rq, func(_ *amqp.Connection, ch *amqp.Channel) error {
 			_, err := ch.QueueDeclare(rq, true, false, false, false, amqp.Table{
 				"x-message-ttl":             step.Milliseconds(),
 				"x-dead-letter-exchange":    "",
