@@ -224,23 +224,25 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message
 	if err == nil {
 		return nil
 	}
+	// go-redis stamps a broken connection's error on every command of the
+	// pipeline, the answered ones too; an XADD was confirmed when its
+	// reply, the new entry's ID, was read.
 	var failed []int
-	var first error
 	for i, c := range cmds {
-		if cerr := c.Err(); cerr != nil {
+		if c.Val() == "" {
 			failed = append(failed, i)
-			if first == nil {
-				first = cerr
-			}
 		}
 	}
-	if first == nil {
-		first = err
+	if len(failed) == 0 {
+		return nil
 	}
-	if len(failed) == 0 || len(failed) == len(msgs) {
-		return fmt.Errorf("redisstream: publish %d messages to %q: %w", len(msgs), topic, first)
+	if first := cmds[failed[0]].Err(); first != nil {
+		err = first
 	}
-	return &bus.PublishError{Unconfirmed: failed, Err: fmt.Errorf("redisstream: publish to %q: %w", topic, first)}
+	if len(failed) == len(msgs) {
+		return fmt.Errorf("redisstream: publish %d messages to %q: %w", len(msgs), topic, err)
+	}
+	return &bus.PublishError{Unconfirmed: failed, Err: fmt.Errorf("redisstream: publish to %q: %w", topic, err)}
 }
 
 // Subscribe joins opts.Group on topic, creating the group when it does not

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,27 +12,15 @@ import (
 	"github.com/omnibus-mq/omnibus/adapters/redisstream"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/bus/bustest"
+	"github.com/omnibus-mq/omnibus/internal/brokertest"
 )
 
-// redisURL returns the URL of the Redis server the tests use. Under
-// CI=true an unreachable server fails the test; elsewhere it skips it.
+// redisURL returns the URL of the Redis server the tests use
+// (OMNIBUS_REDIS_URL). Under CI an unreachable server fails the test;
+// elsewhere it skips it.
 func redisURL(t testing.TB) string {
 	t.Helper()
-	raw := os.Getenv("OMNIBUS_REDIS_URL")
-	if raw == "" {
-		raw = "redis://127.0.0.1:6379/0"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	b, err := bus.Open(ctx, raw+querySep(raw)+"dial_timeout=2s")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Redis at %s: %v", redact(raw), err)
-		}
-		t.Skipf("Redis at %s is not reachable (%v); start it with `scripts/brokers up redis` or set OMNIBUS_REDIS_URL", redact(raw), err)
-	}
-	b.Close()
-	return raw
+	return brokertest.Redis(t)
 }
 
 func querySep(raw string) string {
@@ -250,7 +237,7 @@ func TestACLUser(t *testing.T) {
 	o := options(t)
 	o.Username, o.Password = user, password
 	b := newBroker(t, o)
-	topic := "omnibus-test-acl." + bus.NewID()
+	topic := brokertest.Name(t)
 	sub, err := b.Subscribe(ctx, topic, bus.SubscribeOptions{})
 	if err != nil {
 		t.Fatal(err)
