@@ -115,6 +115,7 @@ func (b *Broker) Close() error {
 		c.Close()
 	}
 	b.self.Close()
+	forget(b)
 	return nil
 }
 
@@ -288,6 +289,12 @@ func (c *Client) Subscribe(ctx context.Context, topic string, opts bus.Subscribe
 		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("prefetch %d is negative", opts.Prefetch)}}
 	}
 	opts = opts.WithDefaults(topic)
+	// Holding c.mu keeps a racing Close from leaving a group behind.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, bus.ErrClosed
+	}
 	b := c.b
 	b.mu.Lock()
 	if b.closed {
@@ -305,11 +312,6 @@ func (c *Client) Subscribe(ctx context.Context, topic string, opts bus.Subscribe
 		window:    make(chan struct{}, opts.Prefetch),
 		done:      make(chan struct{}),
 		unsettled: map[*delivery]struct{}{},
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return nil, bus.ErrClosed
 	}
 	c.subs[s] = struct{}{}
 	return s, nil
@@ -416,14 +418,14 @@ func (s *subscription) Close() error {
 
 // settle removes d from the subscription's unsettled set.
 func (s *subscription) settle(d *delivery) error {
-	if !d.settled.CompareAndSwap(false, true) {
-		return bus.ErrAlreadyAcked
-	}
 	b := s.c.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if s.closed || b.closed {
 		return bus.ErrClosed
+	}
+	if !d.settled.CompareAndSwap(false, true) {
+		return bus.ErrAlreadyAcked
 	}
 	delete(s.unsettled, d)
 	s.g.unsettled--

@@ -3,6 +3,7 @@ package memory_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 
 	"github.com/omnibus-mq/omnibus/adapters/memory"
@@ -123,4 +124,70 @@ func TestBacklogWaitsForFirstGroup(t *testing.T) {
 	}
 	d.Ack(ctx)
 	late.Close()
+}
+
+func TestSettleAfterCloseIsErrClosed(t *testing.T) {
+	ctx := context.Background()
+	b := memory.New(memory.Options{})
+	defer b.Close()
+	b.Publish(ctx, "t", bus.NewMessage([]byte("x")))
+	sub, _ := b.Subscribe(ctx, "t", bus.SubscribeOptions{})
+	d, err := sub.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.Close()
+	for range 2 {
+		if err := d.Ack(ctx); !errors.Is(err, bus.ErrClosed) {
+			t.Fatalf("Ack after Close = %v, want ErrClosed every time", err)
+		}
+	}
+}
+
+func TestClosedNamedBrokerIsReplaced(t *testing.T) {
+	ctx := context.Background()
+	b, err := memory.Shared("replaced", memory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	c, err := bus.Open(ctx, "mem://replaced")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Publish(ctx, "t", bus.NewMessage([]byte("x"))); err != nil {
+		t.Fatalf("Publish on a reopened name = %v, want a working broker", err)
+	}
+}
+
+func TestSubscribeRacingCloseLeavesNoGroup(t *testing.T) {
+	ctx := context.Background()
+	b := memory.New(memory.Options{})
+	defer b.Close()
+	for i := range 200 {
+		c := b.Connect()
+		topic := "race-" + strconv.Itoa(i)
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.Subscribe(ctx, topic, bus.SubscribeOptions{Group: "g"})
+			done <- err
+		}()
+		c.Close()
+		if err := <-done; err != nil {
+			if st := b.GroupStats(topic, "g"); st != (memory.Stats{}) {
+				t.Fatalf("failed Subscribe left group state %+v", st)
+			}
+			// The message must wait for a real first group, not a phantom one.
+			b.Publish(ctx, topic, bus.NewMessage([]byte("x")))
+			sub, err := b.Subscribe(ctx, topic, bus.SubscribeOptions{Group: "real"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := b.GroupStats(topic, "real"); st.Ready != 1 {
+				t.Fatalf("first real group has %d ready, want 1", st.Ready)
+			}
+			sub.Close()
+		}
+	}
 }

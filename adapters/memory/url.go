@@ -51,6 +51,18 @@ func Shared(name string, opts Options) (*Broker, error) {
 	return b, nil
 }
 
+// forget removes a closed broker from the names, so the next Open of its
+// URL starts a new one.
+func forget(b *Broker) {
+	named.Lock()
+	defer named.Unlock()
+	for name, nb := range named.brokers {
+		if nb.b == b {
+			delete(named.brokers, name)
+		}
+	}
+}
+
 // ParseURL returns the broker name and options of a mem:// URL.
 func ParseURL(u *url.URL) (name string, opts Options, err error) {
 	if u.Scheme != Scheme {
