@@ -1,0 +1,501 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	kgo "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	"github.com/segmentio/kafka-go/protocol/metadata"
+
+	"github.com/omnibus-mq/omnibus/bus"
+)
+
+// ErrNoTopic reports a topic that does not exist while Options.NoTopicCreation
+// is set.
+var ErrNoTopic = errors.New("kafka: topic does not exist")
+
+// ErrRevoked is returned by Ack and Nack of a delivery whose partition was
+// handed to another group member in a rebalance before the delivery was
+// settled. The message is delivered again, to the partition's new owner.
+var ErrRevoked = errors.New("kafka: partition revoked; the message will be redelivered")
+
+// Client is a connection to a Kafka cluster. It implements bus.Broker: it
+// publishes, and its subscriptions are members of Kafka consumer groups.
+// It is safe for concurrent use.
+type Client struct {
+	opts   Options
+	addr   net.Addr
+	tr     *kgo.Transport
+	admin  *kgo.Client
+	writer *kgo.Writer
+	dialer *kgo.Dialer
+
+	// ctx ends background work at Close.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	closed bool
+	subs   map[*subscription]struct{}
+	topics map[string]*topicState
+}
+
+// topicState records a topic known to exist, or the lookup under way.
+type topicState struct {
+	ready      chan struct{} // closed when the lookup ends
+	partitions int
+	err        error
+}
+
+var (
+	_ bus.Broker          = (*Client)(nil)
+	_ bus.FeatureReporter = (*Client)(nil)
+)
+
+// New validates opts, connects to the cluster and returns a Client. It
+// fails with an error matching bus.ErrBadConfig for invalid options,
+// bus.ErrUnreachable when no broker answers within ctx and
+// Options.DialTimeout, and bus.ErrAuth when SASL is refused.
+func New(ctx context.Context, opts Options) (*Client, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	mech, _ := opts.SASL.mechanism()
+	codec, _ := compression(opts.Compression)
+
+	bg, cancel := context.WithCancel(context.Background())
+	c := &Client{
+		opts:   opts,
+		addr:   kgo.TCP(opts.Brokers...),
+		ctx:    bg,
+		cancel: cancel,
+		subs:   map[*subscription]struct{}{},
+		topics: map[string]*topicState{},
+	}
+	c.tr = c.transport(bg, nil)
+	c.admin = &kgo.Client{Addr: c.addr, Transport: c.tr, Timeout: opts.WriteTimeout}
+	c.dialer = &kgo.Dialer{
+		ClientID:      opts.ClientID,
+		Timeout:       opts.DialTimeout,
+		DualStack:     true,
+		TLS:           opts.TLS,
+		SASLMechanism: mech,
+	}
+	c.writer = &kgo.Writer{
+		Addr:         c.addr,
+		Transport:    c.tr,
+		Balancer:     &balancer{},
+		BatchSize:    opts.BatchSize,
+		BatchBytes:   opts.batchBytes(),
+		BatchTimeout: opts.BatchTimeout,
+		ReadTimeout:  opts.WriteTimeout,
+		WriteTimeout: opts.WriteTimeout,
+		// kafka-go's zero value is RequireNone: no acknowledgement at all.
+		RequiredAcks: kgo.RequireAll,
+		Compression:  codec,
+		// Topics are created by ensureTopic with our partition count before
+		// anything is written; this only lets the writer refresh its
+		// metadata cache when it has not seen a topic yet.
+		AllowAutoTopicCreation: true,
+		ErrorLogger:            errLogger(opts.Logger),
+	}
+
+	dctx, dcancel := context.WithTimeout(ctx, opts.DialTimeout)
+	defer dcancel()
+	if _, err := c.admin.ApiVersions(dctx, &kgo.ApiVersionsRequest{}); err != nil {
+		c.shutdown()
+		return nil, c.dialError(err)
+	}
+	return c, nil
+}
+
+func (c *Client) transport(ctx context.Context, topics []string) *kgo.Transport {
+	mech, _ := c.opts.SASL.mechanism()
+	return &kgo.Transport{
+		Dial:           (&net.Dialer{Timeout: c.opts.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialTimeout:    c.opts.DialTimeout,
+		ClientID:       c.opts.ClientID,
+		TLS:            c.opts.TLS,
+		SASL:           mech,
+		MetadataTopics: topics,
+		Context:        ctx,
+	}
+}
+
+// dialError classifies a failure to reach the cluster. Its text names the
+// broker addresses only: credentials never appear in it.
+func (c *Client) dialError(err error) error {
+	brokers := strings.Join(c.opts.Brokers, ",")
+	if isAuthError(err) {
+		return fmt.Errorf("%w: kafka %s: %v", bus.ErrAuth, brokers, err)
+	}
+	return fmt.Errorf("%w: kafka %s within %v: %v", bus.ErrUnreachable, brokers, c.opts.DialTimeout, err)
+}
+
+func isAuthError(err error) bool {
+	return errors.Is(err, kgo.SASLAuthenticationFailed) ||
+		errors.Is(err, kgo.UnsupportedSASLMechanism) ||
+		errors.Is(err, kgo.IllegalSASLState) ||
+		errors.Is(err, kgo.ClusterAuthorizationFailed)
+}
+
+// Features describes what the client guarantees:
+//
+//   - OrderedPerKey: a key always maps to the same partition (murmur2, as
+//     the Java client), and a partition is delivered in order. A Nack sends
+//     its message through the retry topic, behind later messages of its
+//     key, unless Options.BlockingRetry is set.
+//   - Persistent: Publish returns after every in-sync replica has the
+//     messages (acks=all). How many replicas that is, and whether they
+//     fsync, is the topic's and broker's configuration: with replication
+//     factor 1 a message survives a broker restart but not the loss of
+//     that broker's disk.
+//   - NackDelay: delays are kept by the retry topics (or in place with
+//     Options.BlockingRetry, which holds back the partition meanwhile).
+//   - MaxMessageSize: Options.MaxMessageSize.
+func (c *Client) Features() bus.Features {
+	return bus.Features{
+		OrderedPerKey:  true,
+		Persistent:     true,
+		NackDelay:      true,
+		MaxMessageSize: c.opts.MaxMessageSize,
+	}
+}
+
+// Publish sends msgs to topic and returns once the partition leaders have
+// them from every in-sync replica (acks=all). Messages of one call travel
+// in one produce request per partition; a message's Key picks its
+// partition. The topic is created on first use unless
+// Options.NoTopicCreation is set. When some partitions fail, the error is
+// a *bus.PublishError naming the unconfirmed messages. Publish may
+// deliver a message twice when the writer retries a request whose
+// acknowledgement was lost; consumers can use the message ID to notice.
+func (c *Client) Publish(ctx context.Context, topic string, msgs ...*bus.Message) error {
+	if err := c.check(ctx); err != nil {
+		return err
+	}
+	if err := validTopic(topic); err != nil {
+		return fmt.Errorf("%w: %v", bus.ErrInvalidMessage, err)
+	}
+	if err := bus.Prepare(msgs, c.opts.MaxMessageSize); err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	if _, err := c.ensureTopic(ctx, topic, 0); err != nil {
+		return err
+	}
+	records := make([]kgo.Message, len(msgs))
+	lane := sticky(rand.Uint32())
+	for i, m := range msgs {
+		records[i] = encode(topic, m, 0, time.Time{})
+		records[i].WriterData = lane
+	}
+	return c.write(ctx, topic, records)
+}
+
+// sticky picks the partition of a Publish call's messages without a key.
+type sticky uint32
+
+// balancer puts a message with a key on the partition the Java client
+// would (murmur2), and the keyless messages of one Publish call together
+// on one partition, as the Java client's sticky partitioner does: one
+// produce request instead of one per partition, and a keyless batch is
+// consumed in the order it was given.
+type balancer struct {
+	murmur2 kgo.Murmur2Balancer
+}
+
+func (b *balancer) Balance(msg kgo.Message, partitions ...int) int {
+	if s, ok := msg.WriterData.(sticky); ok && msg.Key == nil {
+		return partitions[int(uint32(s)%uint32(len(partitions)))]
+	}
+	return b.murmur2.Balance(msg, partitions...)
+}
+
+func (c *Client) write(ctx context.Context, topic string, records []kgo.Message) error {
+	err := c.writer.WriteMessages(ctx, records...)
+	if err == nil {
+		return nil
+	}
+	var we kgo.WriteErrors
+	if errors.As(err, &we) {
+		var idx []int
+		var first error
+		for i, e := range we {
+			if e != nil {
+				idx = append(idx, i)
+				if first == nil {
+					first = e
+				}
+			}
+		}
+		return &bus.PublishError{Unconfirmed: idx, Err: fmt.Errorf("kafka: produce to %q: %w", topic, first)}
+	}
+	if errors.Is(err, io.ErrClosedPipe) {
+		return bus.ErrClosed
+	}
+	if ctx.Err() != nil {
+		// Requests may be in flight: nothing is known about them.
+		all := make([]int, len(records))
+		for i := range all {
+			all[i] = i
+		}
+		return &bus.PublishError{Unconfirmed: all, Err: fmt.Errorf("kafka: produce to %q: %w", topic, err)}
+	}
+	return fmt.Errorf("kafka: produce to %q: %w", topic, err)
+}
+
+func (c *Client) check(ctx context.Context) error {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return bus.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// ensureTopic returns the partition count of topic, creating the topic with
+// partitions partitions (0: Options.Partitions) when it is missing and
+// creation is on. Concurrent calls for one topic share one lookup; a
+// failed lookup is forgotten, so the next call tries again.
+func (c *Client) ensureTopic(ctx context.Context, topic string, partitions int) (int, error) {
+	c.mu.Lock()
+	ts, ok := c.topics[topic]
+	if !ok {
+		ts = &topicState{ready: make(chan struct{})}
+		c.topics[topic] = ts
+		c.mu.Unlock()
+		ts.partitions, ts.err = c.lookupTopic(ctx, topic, partitions)
+		if ts.err != nil {
+			c.mu.Lock()
+			delete(c.topics, topic)
+			c.mu.Unlock()
+		}
+		close(ts.ready)
+		return ts.partitions, ts.err
+	}
+	c.mu.Unlock()
+	select {
+	case <-ts.ready:
+		if ts.err != nil {
+			// Someone else's attempt failed, perhaps on their context.
+			return c.ensureTopic(ctx, topic, partitions)
+		}
+		return ts.partitions, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (c *Client) lookupTopic(ctx context.Context, topic string, partitions int) (int, error) {
+	if n, err := c.cachedPartitions(ctx, topic, false); err != nil || n > 0 {
+		return n, err
+	}
+	if c.opts.NoTopicCreation {
+		// The transport's metadata cache may predate the topic.
+		n, err := c.freshPartitions(ctx, topic)
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			return 0, fmt.Errorf("%w: %q (topic creation is off)", ErrNoTopic, topic)
+		}
+		// Let the writer's cache learn the topic.
+		return c.cachedPartitions(ctx, topic, true)
+	}
+	if partitions <= 0 {
+		partitions = c.opts.Partitions
+	}
+	res, err := c.admin.CreateTopics(ctx, &kgo.CreateTopicsRequest{Topics: []kgo.TopicConfig{{
+		Topic:             topic,
+		NumPartitions:     partitions,
+		ReplicationFactor: c.opts.ReplicationFactor,
+	}}})
+	if err != nil {
+		return 0, fmt.Errorf("kafka: create topic %q: %w", topic, err)
+	}
+	switch err := res.Errors[topic]; {
+	case err == nil:
+		// The transport refreshed its metadata to include the new topic.
+		return c.cachedPartitions(ctx, topic, false)
+	case errors.Is(err, kgo.TopicAlreadyExists):
+		// Created meanwhile elsewhere; asking with auto-creation makes the
+		// transport fetch the metadata it lacks (the topic exists, so
+		// nothing is created).
+		return c.cachedPartitions(ctx, topic, true)
+	default:
+		return 0, fmt.Errorf("kafka: create topic %q: %w", topic, err)
+	}
+}
+
+// cachedPartitions asks the transport's metadata cache for topic. With
+// refresh, a topic missing from the cache is fetched from the cluster.
+// It returns 0 for a topic the cache does not know.
+func (c *Client) cachedPartitions(ctx context.Context, topic string, refresh bool) (int, error) {
+	r, err := c.tr.RoundTrip(ctx, c.addr, &metadata.Request{TopicNames: []string{topic}, AllowAutoTopicCreation: refresh})
+	if err != nil {
+		return 0, fmt.Errorf("kafka: metadata of %q: %w", topic, err)
+	}
+	return partitionsOf(r, topic)
+}
+
+// freshPartitions asks the cluster, bypassing the shared cache, with a
+// transport that lives for this one lookup.
+func (c *Client) freshPartitions(ctx context.Context, topic string) (int, error) {
+	tctx, cancel := context.WithCancel(c.ctx)
+	tr := c.transport(tctx, []string{topic})
+	defer func() {
+		tr.CloseIdleConnections()
+		cancel()
+	}()
+	r, err := tr.RoundTrip(ctx, c.addr, &metadata.Request{TopicNames: []string{topic}})
+	if err != nil {
+		return 0, fmt.Errorf("kafka: metadata of %q: %w", topic, err)
+	}
+	return partitionsOf(r, topic)
+}
+
+// partitionsOf reads a topic's partition count from a metadata response:
+// 0 when the topic does not exist.
+func partitionsOf(r protocol.Message, topic string) (int, error) {
+	res, ok := r.(*metadata.Response)
+	if !ok {
+		return 0, fmt.Errorf("kafka: metadata of %q: unexpected response %T", topic, r)
+	}
+	for _, t := range res.Topics {
+		if t.Name != topic {
+			continue
+		}
+		if len(t.Partitions) > 0 {
+			return len(t.Partitions), nil
+		}
+		if t.ErrorCode == 0 || kgo.Error(t.ErrorCode) == kgo.UnknownTopicOrPartition {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("kafka: metadata of %q: %w", topic, kgo.Error(t.ErrorCode))
+	}
+	return 0, nil
+}
+
+// Subscribe joins the consumer group of opts.Group on topic; see
+// subscription for how it consumes. It creates the topic and the group's
+// retry topic when they are missing (unless Options.NoTopicCreation is
+// set), and waits until the member has joined the group and has its first
+// partition assignment. If ctx ends first, the subscription is returned
+// all the same and finishes joining in the background; either way it
+// receives every message published after Subscribe returns, because a
+// group new to a topic starts at the topic's earliest offset.
+func (c *Client) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
+	if err := c.check(ctx); err != nil {
+		return nil, err
+	}
+	if opts.Prefetch < 0 {
+		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("prefetch %d is negative", opts.Prefetch)}}
+	}
+	opts = opts.WithDefaults(topic)
+	var problems []error
+	if err := validTopic(topic); err != nil {
+		problems = append(problems, err)
+	}
+	if !c.opts.BlockingRetry {
+		if err := validTopic(RetryTopic(topic, opts.Group)); err != nil {
+			problems = append(problems, fmt.Errorf("group %q makes an invalid retry topic: %w", opts.Group, err))
+		}
+	}
+	if err := validTopic(opts.DeadLetterTopic); err != nil {
+		problems = append(problems, fmt.Errorf("dead-letter topic: %w", err))
+	}
+	if len(problems) > 0 {
+		return nil, &bus.ConfigError{Problems: problems}
+	}
+	s := newSubscription(c, topic, opts)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, bus.ErrClosed
+	}
+	c.subs[s] = struct{}{}
+	c.mu.Unlock()
+	s.start()
+
+	select {
+	case <-s.joined:
+		return s, nil
+	case err := <-s.fatal:
+		s.Close()
+		return nil, err
+	case <-s.done:
+		return nil, bus.ErrClosed
+	case <-ctx.Done():
+		if err := s.joinError(ctx.Err()); err != nil {
+			s.Close()
+			return nil, err
+		}
+		return s, nil
+	}
+}
+
+func (c *Client) forget(s *subscription) {
+	c.mu.Lock()
+	delete(c.subs, s)
+	c.mu.Unlock()
+}
+
+// Close closes every subscription (their unsettled deliveries go back to
+// the group), waits for publishes under way, and disconnects. It is
+// idempotent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	subs := make([]*subscription, 0, len(c.subs))
+	for s := range c.subs {
+		subs = append(subs, s)
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Close()
+		}()
+	}
+	wg.Wait()
+	c.shutdown()
+	return nil
+}
+
+func (c *Client) shutdown() {
+	c.writer.Close()
+	c.tr.CloseIdleConnections()
+	c.cancel()
+}
+
+// validTopic applies Kafka's rules for topic names.
+func validTopic(name string) error {
+	if name == "" || name == "." || name == ".." || len(name) > 249 {
+		return fmt.Errorf("topic name %q: want 1 to 249 characters, not . or ..", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("topic name %q: only letters, digits, '.', '_' and '-' are allowed", name)
+		}
+	}
+	return nil
+}

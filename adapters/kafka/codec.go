@@ -1,0 +1,103 @@
+package kafka
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	kgo "github.com/segmentio/kafka-go"
+
+	"github.com/omnibus-mq/omnibus/bus"
+)
+
+// Record headers this package writes besides the message's own headers.
+// Received messages have them removed from bus.Message.Headers.
+const (
+	// HeaderID carries bus.Message.ID.
+	HeaderID = "omnibus-id"
+	// HeaderPublishedAt carries bus.Message.PublishedAt in Unix
+	// nanoseconds, because a Kafka record timestamp has milliseconds only.
+	// Records without it get PublishedAt from the record timestamp.
+	HeaderPublishedAt = "omnibus-published-ns"
+	// HeaderAttempt is the delivery number of a record in a retry topic.
+	HeaderAttempt = "omnibus-attempt"
+	// HeaderDue is when a record in a retry topic is due, in Unix
+	// milliseconds.
+	HeaderDue = "omnibus-due"
+)
+
+// maxErrorHeader bounds the error text kept in a dead letter, so that a
+// long error cannot push the record over the broker's size limit.
+const maxErrorHeader = 1 << 10
+
+// encode turns m into a record for topic. A non-zero attempt and due mark
+// a record for a retry topic. Record timestamps are the write time, so
+// that retention counts from when a record was written, not from when its
+// message was first published.
+func encode(topic string, m *bus.Message, attempt int, due time.Time) kgo.Message {
+	h := make([]kgo.Header, 0, len(m.Headers)+4)
+	for k, v := range m.Headers {
+		switch k {
+		case HeaderID, HeaderPublishedAt, HeaderAttempt, HeaderDue:
+			continue
+		case bus.HeaderError:
+			if len(v) > maxErrorHeader {
+				cut := maxErrorHeader
+				for cut > 0 && !utf8.RuneStart(v[cut]) {
+					cut--
+				}
+				v = v[:cut] + "..."
+			}
+		}
+		h = append(h, kgo.Header{Key: k, Value: []byte(v)})
+	}
+	h = append(h,
+		kgo.Header{Key: HeaderID, Value: []byte(m.ID)},
+		kgo.Header{Key: HeaderPublishedAt, Value: strconv.AppendInt(nil, m.PublishedAt.UnixNano(), 10)})
+	if attempt > 0 {
+		h = append(h,
+			kgo.Header{Key: HeaderAttempt, Value: strconv.AppendInt(nil, int64(attempt), 10)},
+			kgo.Header{Key: HeaderDue, Value: strconv.AppendInt(nil, due.UnixMilli(), 10)})
+	}
+	r := kgo.Message{Topic: topic, Value: m.Body, Headers: h, Time: time.Now()}
+	if m.Key != "" {
+		r.Key = []byte(m.Key)
+	}
+	return r
+}
+
+// decode turns a fetched record into a message. attempt is the record's
+// HeaderAttempt (0 when absent) and due its HeaderDue (zero when absent).
+func decode(r kgo.Message) (m *bus.Message, attempt int, due time.Time) {
+	m = &bus.Message{Key: string(r.Key), Body: r.Value, Headers: make(bus.Headers, len(r.Headers))}
+	for _, h := range r.Headers {
+		switch h.Key {
+		case HeaderID:
+			m.ID = string(h.Value)
+		case HeaderPublishedAt:
+			if ns, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil {
+				m.PublishedAt = time.Unix(0, ns)
+			}
+		case HeaderAttempt:
+			if n, err := strconv.Atoi(string(h.Value)); err == nil && n > 0 {
+				attempt = n
+			}
+		case HeaderDue:
+			if ms, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil {
+				due = time.UnixMilli(ms)
+			}
+		default:
+			m.Headers[h.Key] = string(h.Value)
+		}
+	}
+	if m.ID == "" {
+		// A record from another producer: its position is a stable ID
+		// that redeliveries share.
+		m.ID = fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset)
+	}
+	if m.PublishedAt.IsZero() {
+		m.PublishedAt = r.Time
+	}
+	return m, attempt, due
+}

@@ -1,0 +1,78 @@
+package kafka_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/omnibus-mq/omnibus/adapters/kafka"
+	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/bustest"
+)
+
+// brokers returns the addresses of the Kafka under test: the comma-separated
+// OMNIBUS_KAFKA_BROKERS, default 127.0.0.1:9092. Under CI=true an
+// unreachable broker fails the test; elsewhere it skips it.
+func brokers(t testing.TB) []string {
+	t.Helper()
+	list := os.Getenv("OMNIBUS_KAFKA_BROKERS")
+	if list == "" {
+		list = "127.0.0.1:9092"
+	}
+	addrs := strings.Split(list, ",")
+	conn, err := net.DialTimeout("tcp", addrs[0], 2*time.Second)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("Kafka at %s is unreachable: %v", addrs[0], err)
+		}
+		t.Skipf("Kafka at %s is unreachable (%v); start it with scripts/brokers up kafka", addrs[0], err)
+	}
+	conn.Close()
+	return addrs
+}
+
+// testOptions keep group rebalances quick: the broker's smallest session
+// timeout (group.min.session.timeout.ms, 6s by default), frequent
+// heartbeats and commits.
+func testOptions(t testing.TB) kafka.Options {
+	return kafka.Options{
+		Brokers:           brokers(t),
+		SessionTimeout:    6 * time.Second,
+		HeartbeatInterval: 200 * time.Millisecond,
+		RebalanceTimeout:  10 * time.Second,
+		DrainTimeout:      2 * time.Second,
+		JoinBackoff:       200 * time.Millisecond,
+		CommitInterval:    100 * time.Millisecond,
+		FetchMaxWait:      250 * time.Millisecond,
+		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+}
+
+func connect(t testing.TB, opts kafka.Options) *kafka.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := kafka.New(ctx, opts)
+	if err != nil {
+		t.Fatalf("kafka.New: %v", err)
+	}
+	return c
+}
+
+func TestConformance(t *testing.T) {
+	opts := testOptions(t)
+	probe := connect(t, opts)
+	features := probe.Features()
+	probe.Close()
+	bustest.Run(t, bustest.Config{
+		Connect:  func(t testing.TB) bus.Broker { return connect(t, opts) },
+		Features: features,
+		// A member that dies without leaving holds its partitions until
+		// its session times out; the others notice at their next heartbeat.
+		RedeliveryWait: opts.SessionTimeout + opts.HeartbeatInterval,
+	})
+}

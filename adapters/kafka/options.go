@@ -1,0 +1,308 @@
+package kafka
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	kgo "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/omnibus-mq/omnibus/bus"
+)
+
+// DefaultMaxMessageSize is the message size limit when
+// Options.MaxMessageSize is zero: the broker's default message.max.bytes
+// (1 MiB and 12 bytes) less 16 KiB for the record framing and the headers
+// this package adds (the dead-letter error text is cut to 1 KiB).
+const DefaultMaxMessageSize = 1<<20 - headroom
+
+// headroom is what Options.MaxMessageSize leaves below the broker's limit.
+const headroom = 16 << 10
+
+// SASL mechanisms.
+const (
+	MechanismPlain       = "PLAIN"
+	MechanismSCRAMSHA256 = "SCRAM-SHA-256"
+	MechanismSCRAMSHA512 = "SCRAM-SHA-512"
+)
+
+// SASL holds SASL credentials. Its String method hides the password, so
+// printing Options or SASL never reveals it.
+type SASL struct {
+	// Mechanism is MechanismPlain, MechanismSCRAMSHA256 or
+	// MechanismSCRAMSHA512 (case-insensitive). Empty turns SASL off.
+	Mechanism string
+	Username  string
+	Password  string
+}
+
+func (s SASL) String() string {
+	if s.Mechanism == "" {
+		return "{none}"
+	}
+	pw := ""
+	if s.Password != "" {
+		pw = "xxxxx"
+	}
+	return fmt.Sprintf("{Mechanism:%s Username:%s Password:%s}", s.Mechanism, s.Username, pw)
+}
+
+// GoString keeps %#v from printing the password.
+func (s SASL) GoString() string { return "kafka.SASL" + s.String() }
+
+// LogValue keeps slog from printing the password.
+func (s SASL) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+func (s SASL) mechanism() (sasl.Mechanism, error) {
+	switch strings.ToUpper(s.Mechanism) {
+	case "":
+		return nil, nil
+	case MechanismPlain:
+		return plain.Mechanism{Username: s.Username, Password: s.Password}, nil
+	case MechanismSCRAMSHA256:
+		return scram.Mechanism(scram.SHA256, s.Username, s.Password)
+	case MechanismSCRAMSHA512:
+		return scram.Mechanism(scram.SHA512, s.Username, s.Password)
+	}
+	return nil, fmt.Errorf("SASL mechanism %q is not one of %s, %s, %s",
+		s.Mechanism, MechanismPlain, MechanismSCRAMSHA256, MechanismSCRAMSHA512)
+}
+
+// Options configure a Client. Only Brokers is required; every other field
+// has the default its comment states.
+type Options struct {
+	// Brokers are the bootstrap addresses, "host:port". Required.
+	Brokers []string
+	// ClientID names the client to the brokers (logs, quotas).
+	// Default "omnibus".
+	ClientID string
+	// DialTimeout bounds connecting to a broker, TLS and SASL included.
+	// New fails with bus.ErrUnreachable when no broker answers within it.
+	// Default 10s.
+	DialTimeout time.Duration
+	// TLS turns on TLS with this configuration. Default nil: plaintext.
+	TLS *tls.Config
+	// SASL authenticates every connection. Default: no SASL.
+	SASL SASL
+
+	// Partitions is the partition count of topics created on first use.
+	// Default 3.
+	Partitions int
+	// ReplicationFactor of topics created on first use. Default -1: the
+	// broker's default.replication.factor.
+	ReplicationFactor int
+	// NoTopicCreation turns off creating missing topics: Publish and
+	// Subscribe then fail with ErrNoTopic. Retry topics must then be
+	// created by hand too (see RetryTopic). Default false.
+	NoTopicCreation bool
+
+	// MaxMessageSize is the largest bus.Message.Size that Publish accepts.
+	// Set it 16 KiB below the broker's message.max.bytes (and the topics'
+	// max.message.bytes) when those are raised. Default
+	// DefaultMaxMessageSize.
+	MaxMessageSize int
+	// BatchTimeout is how long a partially filled batch waits for more
+	// messages before it is sent; every Publish waits about this long
+	// before its request leaves. Default 1ms.
+	BatchTimeout time.Duration
+	// BatchSize is the most messages in one partition's batch. Default 1000.
+	BatchSize int
+	// Compression of produced batches: "none", "gzip", "snappy", "lz4" or
+	// "zstd". Default "none".
+	Compression string
+	// WriteTimeout bounds each produce request. Default 10s.
+	WriteTimeout time.Duration
+
+	// SessionTimeout is how long the group coordinator waits for a
+	// heartbeat before it declares a member dead and hands its partitions
+	// to the others; it bounds how late the deliveries of a crashed
+	// process come back. The broker accepts 6s to 30m unless configured
+	// otherwise. Default 10s.
+	SessionTimeout time.Duration
+	// HeartbeatInterval is how often a member checks in with the
+	// coordinator, and so how quickly it notices a rebalance. Default 1s.
+	HeartbeatInterval time.Duration
+	// RebalanceTimeout is how long the coordinator waits for every member
+	// to rejoin during a rebalance. Default 30s.
+	RebalanceTimeout time.Duration
+	// JoinBackoff is the pause before joining again after a failed join.
+	// Default 1s.
+	JoinBackoff time.Duration
+	// CommitInterval is how often processed offsets are committed. A crash
+	// redelivers at most this much work that was already acknowledged.
+	// Default 1s.
+	CommitInterval time.Duration
+	// DrainTimeout is how long a member losing partitions in a rebalance
+	// waits for their in-flight deliveries to be settled before giving
+	// them back; it must be below RebalanceTimeout. Default 10s.
+	DrainTimeout time.Duration
+	// FetchMaxWait is the longest a fetch waits for new messages; it also
+	// bounds how long closing a subscription waits for its fetches.
+	// Default 500ms.
+	FetchMaxWait time.Duration
+	// RetryLookahead is how many messages of a retry-topic partition are
+	// read ahead and held until due, so that a long delay does not hold
+	// back shorter ones queued after it. Default 1000.
+	RetryLookahead int
+	// BlockingRetry retries a failed message in place: its partition
+	// delivers nothing else until the message succeeds or is
+	// dead-lettered, so order within a partition holds even across
+	// failures. Each partition then has one delivery in flight, and
+	// concurrency comes from partitions only. Default false: failed
+	// messages go through the group's retry topic and the partition moves
+	// on.
+	BlockingRetry bool
+	// GroupID maps an omnibus topic and group to a Kafka consumer group
+	// ID. Default DefaultGroupID.
+	GroupID func(topic, group string) string
+	// Logger receives failures this package recovers from, and kafka-go's
+	// own error log at debug level. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultGroupID is the Kafka consumer group of an omnibus topic and group:
+// "<topic>.<group>". Kafka groups span topics, so giving each topic its own
+// group keeps a member joining on one topic from rebalancing the
+// subscriptions of every other topic with the same group name.
+func DefaultGroupID(topic, group string) string { return topic + "." + group }
+
+// RetryTopic is the topic that holds the retries of a group:
+// "<topic>.retry.<group>". Each group has its own, so that one group's
+// failures never reach another.
+func RetryTopic(topic, group string) string { return topic + ".retry." + group }
+
+// Validate reports every problem of the options at once, as a
+// *bus.ConfigError.
+func (o Options) Validate() error {
+	var p []error
+	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
+	if len(o.Brokers) == 0 {
+		add("Brokers is empty")
+	}
+	for _, b := range o.Brokers {
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			add("broker address %q is not host:port", b)
+		}
+	}
+	for name, d := range map[string]time.Duration{
+		"DialTimeout": o.DialTimeout, "BatchTimeout": o.BatchTimeout, "WriteTimeout": o.WriteTimeout,
+		"SessionTimeout": o.SessionTimeout, "HeartbeatInterval": o.HeartbeatInterval,
+		"RebalanceTimeout": o.RebalanceTimeout, "JoinBackoff": o.JoinBackoff,
+		"CommitInterval": o.CommitInterval, "DrainTimeout": o.DrainTimeout, "FetchMaxWait": o.FetchMaxWait,
+	} {
+		if d < 0 {
+			add("%s %v is negative", name, d)
+		}
+	}
+	if o.Partitions < 0 {
+		add("Partitions %d is negative", o.Partitions)
+	}
+	if o.ReplicationFactor < -1 {
+		add("ReplicationFactor %d is below -1", o.ReplicationFactor)
+	}
+	if o.MaxMessageSize < 0 {
+		add("MaxMessageSize %d is negative", o.MaxMessageSize)
+	}
+	if o.BatchSize < 0 {
+		add("BatchSize %d is negative", o.BatchSize)
+	}
+	if o.RetryLookahead < 0 {
+		add("RetryLookahead %d is negative", o.RetryLookahead)
+	}
+	if _, err := compression(o.Compression); err != nil {
+		p = append(p, err)
+	}
+	if _, err := o.SASL.mechanism(); err != nil {
+		p = append(p, err)
+	} else if o.SASL.Mechanism != "" && o.SASL.Username == "" {
+		add("SASL %s needs a username", o.SASL.Mechanism)
+	}
+	d := o.withDefaults()
+	if d.HeartbeatInterval >= d.SessionTimeout {
+		add("HeartbeatInterval %v must be below SessionTimeout %v", d.HeartbeatInterval, d.SessionTimeout)
+	}
+	if d.DrainTimeout >= d.RebalanceTimeout {
+		add("DrainTimeout %v must be below RebalanceTimeout %v", d.DrainTimeout, d.RebalanceTimeout)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	return &bus.ConfigError{Problems: p}
+}
+
+func (o Options) withDefaults() Options {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if o.ClientID == "" {
+		o.ClientID = "omnibus"
+	}
+	def(&o.DialTimeout, 10*time.Second)
+	if o.Partitions == 0 {
+		o.Partitions = 3
+	}
+	if o.ReplicationFactor == 0 {
+		o.ReplicationFactor = -1
+	}
+	if o.MaxMessageSize == 0 {
+		o.MaxMessageSize = DefaultMaxMessageSize
+	}
+	def(&o.BatchTimeout, time.Millisecond)
+	if o.BatchSize == 0 {
+		o.BatchSize = 1000
+	}
+	def(&o.WriteTimeout, 10*time.Second)
+	def(&o.SessionTimeout, 10*time.Second)
+	def(&o.HeartbeatInterval, time.Second)
+	def(&o.RebalanceTimeout, 30*time.Second)
+	def(&o.JoinBackoff, time.Second)
+	def(&o.CommitInterval, time.Second)
+	def(&o.DrainTimeout, 10*time.Second)
+	def(&o.FetchMaxWait, 500*time.Millisecond)
+	if o.RetryLookahead == 0 {
+		o.RetryLookahead = 1000
+	}
+	if o.GroupID == nil {
+		o.GroupID = DefaultGroupID
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// batchBytes is the produce batch limit: the broker's limit implied by
+// MaxMessageSize, less a margin because kafka-go estimates record sizes.
+func (o Options) batchBytes() int64 { return int64(o.MaxMessageSize + headroom - 1<<10) }
+
+func compression(name string) (kgo.Compression, error) {
+	switch strings.ToLower(name) {
+	case "", "none":
+		return 0, nil
+	case "gzip":
+		return kgo.Gzip, nil
+	case "snappy":
+		return kgo.Snappy, nil
+	case "lz4":
+		return kgo.Lz4, nil
+	case "zstd":
+		return kgo.Zstd, nil
+	}
+	return 0, fmt.Errorf("compression %q is not one of none, gzip, snappy, lz4, zstd", name)
+}
+
+// errLogger passes kafka-go's error log to slog at debug level: kafka-go
+// reports there what it retries by itself.
+func errLogger(l *slog.Logger) kgo.Logger {
+	return kgo.LoggerFunc(func(format string, args ...any) {
+		l.Debug("kafka-go: "+fmt.Sprintf(format, args...), "component", "kafka-go")
+	})
+}
