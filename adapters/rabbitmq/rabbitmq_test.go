@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,23 +11,10 @@ import (
 	"github.com/omnibus-mq/omnibus/adapters/rabbitmq"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/bus/bustest"
+	"github.com/omnibus-mq/omnibus/internal/brokertest"
 )
 
-func amqpURL(t testing.TB) string {
-	u := os.Getenv("OMNIBUS_AMQP_URL")
-	if u == "" {
-		u = "amqp://guest:guest@127.0.0.1:5672/"
-	}
-	c, err := net.DialTimeout("tcp", "127.0.0.1:5672", 2*time.Second)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("RabbitMQ unreachable: %v", err)
-		}
-		t.Skipf("RabbitMQ unreachable (%v); start it with: scripts/brokers up rabbitmq", err)
-	}
-	c.Close()
-	return u
-}
+func amqpURL(t testing.TB) string { return brokertest.AMQP(t) }
 
 func connect(t testing.TB, opts rabbitmq.Options) *rabbitmq.Broker {
 	t.Helper()

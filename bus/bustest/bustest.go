@@ -40,10 +40,24 @@ type Config struct {
 	// closed connection left unacknowledged (a visibility timeout, say).
 	// Zero means it happens at once.
 	RedeliveryWait time.Duration
+	// MaxUnsettled is the most unsettled deliveries one subscription hands
+	// out whatever Prefetch asks, for backends that deliver one message at
+	// a time (most watermill pub/subs behind the bridge). Zero means the
+	// backend honours Prefetch.
+	MaxUnsettled int
 	// Timeout bounds each wait for a message. Default 30s.
 	Timeout time.Duration
 	// TopicPrefix starts every topic name the suite makes. Default "bustest".
 	TopicPrefix string
+}
+
+// window returns how many deliveries a subscription asked for n will
+// really hold unsettled.
+func (c Config) window(n int) int {
+	if c.MaxUnsettled > 0 {
+		return min(n, c.MaxUnsettled)
+	}
+	return n
 }
 
 func (c Config) timeout() time.Duration {

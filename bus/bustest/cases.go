@@ -348,13 +348,16 @@ func (s *suite) testOrderPerKey(t *testing.T) {
 func (s *suite) testPrefetchWindow(t *testing.T) {
 	b := s.connect(t)
 	topic := s.topic(t)
-	sub := s.subscribe(t, b, topic, bus.SubscribeOptions{Prefetch: 2})
-	s.publish(t, b, topic, messages("window", 3)...)
-	d1 := s.receive(t, sub)
-	s.receive(t, sub)
-	// Two deliveries are unsettled: the window is full.
+	window := s.cfg.window(2)
+	sub := s.subscribe(t, b, topic, bus.SubscribeOptions{Prefetch: window})
+	s.publish(t, b, topic, messages("window", window+1)...)
+	first := s.receive(t, sub)
+	for range window - 1 {
+		s.receive(t, sub)
+	}
+	// The window is full until a delivery is settled.
 	s.expectNothing(t, sub, 300*time.Millisecond)
-	ack(t, d1)
+	ack(t, first)
 	s.receive(t, sub)
 }
 
@@ -514,10 +517,11 @@ func (s *suite) testLargeMessages(t *testing.T) {
 
 func (s *suite) testDeadConsumerRedelivery(t *testing.T) {
 	topic := s.topic(t)
-	opts := bus.SubscribeOptions{Group: "crashy", Prefetch: 5}
+	held := s.cfg.window(5)
+	opts := bus.SubscribeOptions{Group: "crashy", Prefetch: held}
 	dying := s.cfg.Connect(t)
 	sub := s.subscribe(t, dying, topic, opts)
-	want := messages("orphan", 5)
+	want := messages("orphan", held)
 	s.publish(t, s.connect(t), topic, want...)
 	for range want {
 		s.receive(t, sub) // taken, never settled
@@ -542,6 +546,8 @@ func (s *suite) testConsumerRetriesAndDeadLetters(t *testing.T) {
 	b := s.connect(t)
 	topic := s.topic(t)
 	dlq := s.deadLetters(t, b, topic)
+	// The group exists before anything is published to it.
+	s.subscribe(t, b, topic, bus.SubscribeOptions{MaxAttempts: 4}).Close()
 	want := messages("task", 20)
 	want[7].Headers["poison"] = "yes"
 	s.publish(t, b, topic, want...)
@@ -609,10 +615,11 @@ func (s *suite) testConsumerRetriesAndDeadLetters(t *testing.T) {
 func (s *suite) testConsumerGracefulShutdown(t *testing.T) {
 	b := s.connect(t)
 	topic := s.topic(t)
-	opts := bus.SubscribeOptions{Group: "graceful", Prefetch: 2}
+	running := s.cfg.window(2)
+	opts := bus.SubscribeOptions{Group: "graceful", Prefetch: running}
 	// The group exists before anything is published to it.
 	s.subscribe(t, b, topic, opts).Close()
-	want := messages("inflight", 3)
+	want := messages("inflight", running+1)
 	started := make(chan string, len(want))
 	release := make(chan struct{})
 	var mu sync.Mutex
@@ -634,7 +641,7 @@ func (s *suite) testConsumerGracefulShutdown(t *testing.T) {
 	go func() { stopped <- c.Run(ctx) }()
 	s.publish(t, b, topic, want...)
 	inFlight := map[string]bool{}
-	for range 2 {
+	for range running {
 		select {
 		case id := <-started:
 			inFlight[id] = true
@@ -642,8 +649,8 @@ func (s *suite) testConsumerGracefulShutdown(t *testing.T) {
 			t.Fatal("handlers did not start")
 		}
 	}
-	// Shut down with two handlers running: they finish and are acked, the
-	// third message stays with the broker.
+	// Shut down with handlers running: they finish and are acked, the
+	// last message stays with the broker.
 	cancel()
 	time.Sleep(100 * time.Millisecond)
 	close(release)
@@ -687,6 +694,8 @@ func (s *suite) testConsumerOrderedByKey(t *testing.T) {
 			want = append(want, m)
 		}
 	}
+	// The group exists before anything is published to it.
+	s.subscribe(t, b, topic, bus.SubscribeOptions{}).Close()
 	s.publish(t, b, topic, want...)
 	var (
 		mu      sync.Mutex
