@@ -82,6 +82,11 @@ type NackOptions struct {
 	Reason error
 	// DeadLetter skips the remaining attempts.
 	DeadLetter bool
+	// Postpone says the delivery did not fail: the message comes back
+	// after Delay and the delivery does not count as an attempt, so a
+	// message can wait for its time (a task's countdown) without using up
+	// its attempts or being dead-lettered.
+	Postpone bool
 }
 
 // DefaultGroup is the group used when SubscribeOptions.Group is empty.

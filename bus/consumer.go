@@ -307,6 +307,10 @@ func (c *Consumer) process(work context.Context, d Delivery) {
 	case errors.Is(err, ErrDrop):
 		c.cfg.Logger.Info("omnibus: message dropped", "topic", c.cfg.Topic, "id", m.ID, "error", err)
 		serr = d.Ack(sctx)
+	case errors.Is(err, errPostpone):
+		var o *outcome
+		errors.As(err, &o)
+		serr = d.Nack(sctx, NackOptions{Delay: o.wait, Postpone: true})
 	case errors.Is(err, ErrNoRetry):
 		serr = d.Nack(sctx, NackOptions{Reason: err, DeadLetter: true})
 	default:

@@ -73,6 +73,15 @@ func RetryAfter(err error, d time.Duration) error {
 	return &outcome{err: err, wait: d}
 }
 
+// Postpone returns the error with which a handler puts a message off for
+// d without failing it: the message comes back after d, on the same
+// attempt number.
+func Postpone(d time.Duration) error {
+	return &outcome{err: fmt.Errorf("bus: postponed for %v", d), kind: errPostpone, wait: d}
+}
+
+var errPostpone = errors.New("bus: postpone")
+
 // retryDelay returns the delay asked for with RetryAfter, if any.
 func retryDelay(err error) (time.Duration, bool) {
 	var o *outcome

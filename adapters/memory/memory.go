@@ -449,6 +449,11 @@ func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 		return err
 	}
 	s := d.s
+	if opts.Postpone {
+		d.e.attempts--
+		s.c.b.requeueAfter(s.g, d.e, opts.Delay)
+		return nil
+	}
 	if opts.DeadLetter || s.opts.Exhausted(d.e.attempts) {
 		dead := bus.DeadLetter(d.msg, s.topic, s.opts.Group, opts.Reason, time.Now())
 		if err := s.c.b.publish(s.opts.DeadLetterTopic, []*bus.Message{dead}); err != nil {

@@ -254,9 +254,13 @@ func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 		return err
 	}
 	s, b := d.s, d.s.b
+	next := d.msg.Attempt + 1
+	if opts.Postpone {
+		next = d.msg.Attempt
+	}
 	var err error
 	switch {
-	case opts.DeadLetter || s.opts.Exhausted(d.msg.Attempt):
+	case !opts.Postpone && (opts.DeadLetter || s.opts.Exhausted(d.msg.Attempt)):
 		dead := bus.DeadLetter(d.msg, s.topic, s.opts.Group, opts.Reason, time.Now())
 		err = b.Publish(ctx, s.opts.DeadLetterTopic, dead)
 	case opts.Delay > 0:
@@ -271,10 +275,10 @@ func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 			return err
 		})
 		if err == nil {
-			err = b.send(ctx, "", rq, []amqp.Publishing{publishing(d.msg, d.msg.Attempt+1)})
+			err = b.send(ctx, "", rq, []amqp.Publishing{publishing(d.msg, next)})
 		}
 	default:
-		err = b.send(ctx, "", s.queue, []amqp.Publishing{publishing(d.msg, d.msg.Attempt+1)})
+		err = b.send(ctx, "", s.queue, []amqp.Publishing{publishing(d.msg, next)})
 	}
 	if err != nil {
 		// Leave it unacknowledged; RabbitMQ redelivers it.

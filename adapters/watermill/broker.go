@@ -487,7 +487,12 @@ func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 		return err
 	}
 	s := d.s
-	if opts.DeadLetter || s.opts.Exhausted(d.m.Attempt) {
+	key := s.key(d.wm.UUID)
+	record := func() { s.b.attempts.failed(key, d.m.Attempt) }
+	if opts.Postpone {
+		// Not a failure: the next delivery keeps this attempt number.
+		record = func() { s.b.attempts.failed(key, d.m.Attempt-1) }
+	} else if opts.DeadLetter || s.opts.Exhausted(d.m.Attempt) {
 		if err := d.settle(); err != nil {
 			return err
 		}
@@ -497,7 +502,7 @@ func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 		if err := d.settle(); err != nil {
 			return err
 		}
-		s.b.attempts.failed(s.key(d.wm.UUID), d.m.Attempt)
+		record()
 		d.wm.Nack()
 		return nil
 	}
@@ -523,7 +528,7 @@ func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 		delete(s.unsettled, d)
 		s.mu.Unlock()
 		if mine {
-			s.b.attempts.failed(s.key(d.wm.UUID), d.m.Attempt)
+			record()
 			d.wm.Nack()
 		}
 	})

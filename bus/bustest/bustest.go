@@ -86,6 +86,7 @@ func Run(t *testing.T, cfg Config) {
 		{"NackDelayDoesNotBlock", s.testNackDelayDoesNotBlock},
 		{"DeadLetterAfterMaxAttempts", s.testDeadLetterAfterMaxAttempts},
 		{"DeadLetterAtOnce", s.testDeadLetterAtOnce},
+		{"PostponeKeepsAttempt", s.testPostponeKeepsAttempt},
 		{"OrderPerKey", s.testOrderPerKey},
 		{"PrefetchWindow", s.testPrefetchWindow},
 		{"SettleTwice", s.testSettleTwice},

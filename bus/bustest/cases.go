@@ -312,6 +312,28 @@ func (s *suite) testDeadLetterAtOnce(t *testing.T) {
 	s.expectNothing(t, sub, 300*time.Millisecond)
 }
 
+func (s *suite) testPostponeKeepsAttempt(t *testing.T) {
+	b := s.connect(t)
+	topic := s.topic(t)
+	// One attempt only: a postponed delivery must not use it up.
+	sub := s.subscribe(t, b, topic, bus.SubscribeOptions{MaxAttempts: 1})
+	m := bus.NewMessage([]byte("not yet"))
+	s.publish(t, b, topic, m)
+	for range 2 {
+		d := s.receive(t, sub)
+		if d.Message().ID != m.ID || d.Message().Attempt != 1 {
+			t.Fatalf("received %q attempt %d, want the postponed message on attempt 1", d.Message().Body, d.Message().Attempt)
+		}
+		nack(t, d, bus.NackOptions{Postpone: true, Delay: 100 * time.Millisecond})
+	}
+	d := s.receive(t, sub)
+	if d.Message().ID != m.ID || d.Message().Attempt != 1 {
+		t.Fatalf("received %q attempt %d, want the postponed message on attempt 1", d.Message().Body, d.Message().Attempt)
+	}
+	ack(t, d)
+	s.expectNothing(t, sub, 300*time.Millisecond)
+}
+
 func (s *suite) testOrderPerKey(t *testing.T) {
 	if !s.cfg.Features.OrderedPerKey {
 		t.Skip("backend does not declare Features.OrderedPerKey")
