@@ -392,3 +392,35 @@ func TestEntryLayout(t *testing.T) {
 	}
 	ack(t, d)
 }
+
+// TestPostponeIsNoAttempt: postponing keeps the attempt number through
+// the delayed set and the retry stream, and a later failure counts from
+// there.
+func TestPostponeIsNoAttempt(t *testing.T) {
+	b := newBroker(t, options(t))
+	topic := topicName(t)
+	sub := subscribe(t, b, topic, bus.SubscribeOptions{MaxAttempts: 2})
+	dlq := subscribe(t, b, topic+".dlq", bus.SubscribeOptions{})
+	m := bus.NewMessage([]byte("countdown"))
+	publish(t, b, topic, m)
+	for range 3 {
+		d := receive(t, sub)
+		if d.Message().Attempt != 1 {
+			t.Fatalf("Attempt = %d after postponing, want 1", d.Message().Attempt)
+		}
+		nack(t, d, bus.NackOptions{Postpone: true, Delay: 20 * time.Millisecond})
+	}
+	d := receive(t, sub)
+	nack(t, d, bus.NackOptions{Reason: errors.New("first failure")})
+	d = receive(t, sub)
+	if d.Message().Attempt != 2 {
+		t.Fatalf("Attempt = %d after one failure, want 2", d.Message().Attempt)
+	}
+	nack(t, d, bus.NackOptions{Reason: errors.New("second failure")})
+	dead := receive(t, dlq)
+	if dead.Message().ID != m.ID || dead.Message().Headers.Get(bus.HeaderAttempts) != "2" {
+		t.Fatalf("dead letter %q with %s=%q, want %q after 2 attempts", dead.Message().Body,
+			bus.HeaderAttempts, dead.Message().Headers.Get(bus.HeaderAttempts), m.Body)
+	}
+	ack(t, dead)
+}

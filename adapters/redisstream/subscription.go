@@ -638,20 +638,26 @@ func (d *delivery) Ack(ctx context.Context) error {
 // Nack acks the entry and, in the same step on the server, either appends
 // its dead-letter copy to the dead-letter stream or enqueues a retry for
 // this group alone: into the group's retry stream at once, or into its
-// delayed set for opts.Delay. See bus.Delivery.
+// delayed set for opts.Delay. A postponed delivery is never dead-lettered
+// and keeps its attempt number. See bus.Delivery.
 func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 	if err := d.begin(); err != nil {
 		return err
 	}
 	defer d.end()
 	s := d.s
-	if opts.DeadLetter || s.opts.Exhausted(d.attempt) {
+	// A postponed delivery was no attempt: its retry entry records one
+	// attempt fewer, so the next delivery has this one's number.
+	done := d.attempt
+	if opts.Postpone {
+		done--
+	} else if opts.DeadLetter || s.opts.Exhausted(d.attempt) {
 		return s.deadLetter(ctx, d, opts.Reason, d.attempt)
 	}
 	delay := max(opts.Delay, 0)
 	ms := int64((delay + time.Millisecond - 1) / time.Millisecond)
 	m, _ := decode(d.id, d.fields)
-	args := append([]any{s.group, s.consumer, d.id, d.stream, ms}, encode(m, d.attempt)...)
+	args := append([]any{s.group, s.consumer, d.id, d.stream, ms}, encode(m, done)...)
 	res, err := retryScript.Run(ctx, s.b.rdb, []string{s.keys[d.stream], s.keys[1], s.delayed}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("redisstream: nack %s: %w", m.ID, err)
