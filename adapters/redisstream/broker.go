@@ -254,7 +254,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts bus.Subscribe
 		return nil, err
 	}
 	if opts.Prefetch < 0 {
-		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("Prefetch %d is negative", opts.Prefetch)}}
+		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("prefetch %d is negative", opts.Prefetch)}}
 	}
 	opts = opts.WithDefaults(topic)
 	s := newSubscription(b, topic, opts)

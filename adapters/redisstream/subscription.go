@@ -179,11 +179,18 @@ func (s *subscription) release() error {
 	return nil
 }
 
-// room is how many more entries the window takes.
+// room is how many more entries to fetch now: none while the buffer
+// still feeds Receive and less than half the window is free, so that a
+// busy subscription fetches in large batches rather than one entry per
+// settlement.
 func (s *subscription) room() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.opts.Prefetch - len(s.held)
+	free := s.opts.Prefetch - len(s.held)
+	if len(s.buf) > 0 && free < (s.opts.Prefetch+1)/2 {
+		return 0
+	}
+	return free
 }
 
 func (s *subscription) run() {

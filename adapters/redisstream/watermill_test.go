@@ -13,8 +13,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
 	"github.com/redis/go-redis/v9"
 
-	wmbridge "github.com/omnibus-mq/omnibus/adapters/watermill"
 	"github.com/omnibus-mq/omnibus/adapters/redisstream"
+	wmbridge "github.com/omnibus-mq/omnibus/adapters/watermill"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/bus/bustest"
 )
