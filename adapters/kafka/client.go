@@ -490,7 +490,7 @@ func (c *Client) shutdown() {
 // validTopic applies Kafka's rules for topic names.
 func validTopic(name string) error {
 	if name == "" || name == "." || name == ".." || len(name) > 249 {
-		return fmt.Errorf("topic name %q: want 1 to 249 characters, not . or ..", name)
+		return fmt.Errorf("topic name %q: want 1 to 249 characters, other than \".\" and \"..\" (%d given)", name, len(name))
 	}
 	for _, r := range name {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {

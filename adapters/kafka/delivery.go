@@ -61,6 +61,7 @@ func (d *delivery) Ack(ctx context.Context) error {
 	}
 	d.e.done = true
 	d.finish()
+	d.p.advance(d)
 	return nil
 }
 
@@ -69,7 +70,6 @@ func (d *delivery) finish() {
 	s, p := d.s, d.p
 	d.state = stateSettled
 	delete(p.out, d)
-	p.inflight--
 	<-s.window
 	select {
 	case p.g.settled <- struct{}{}:
@@ -79,12 +79,12 @@ func (d *delivery) finish() {
 }
 
 // Nack writes the message to the group's retry topic, due after
-// opts.Delay with its attempt count raised, and then lets the partition's
-// offset pass it; or, when it is to be dead-lettered, to the dead-letter
-// topic. With Options.BlockingRetry a retry stays in place instead: the
-// partition redelivers the same record after the delay and nothing after
-// it before. If the write fails, the delivery stays unsettled and Nack
-// may be called again.
+// opts.Delay with its attempt count raised (kept with opts.Postpone), and
+// then lets the partition's offset pass it; or, when it is to be
+// dead-lettered, to the dead-letter topic. With Options.BlockingRetry a
+// retry stays in place instead: the partition redelivers the same record
+// after the delay, and later records with its key wait for it. If the
+// write fails, the delivery stays unsettled and Nack may be called again.
 func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 	s := d.s
 	s.mu.Lock()
@@ -92,9 +92,17 @@ func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 		s.mu.Unlock()
 		return err
 	}
-	dead := opts.DeadLetter || s.opts.Exhausted(d.msg.Attempt)
+	next := d.msg.Attempt + 1
+	if opts.Postpone {
+		next = d.msg.Attempt
+	}
+	dead := !opts.Postpone && (opts.DeadLetter || s.opts.Exhausted(d.msg.Attempt))
 	if !dead && s.c.opts.BlockingRetry {
-		again := d.again(opts.Delay)
+		if opts.Postpone {
+			// The commit metadata counts attempts, not deliveries.
+			d.e.deliveries--
+		}
+		again := d.again(opts.Delay, next)
 		d.finish()
 		heap.Push(&d.p.held, again)
 		s.mu.Unlock()
@@ -109,7 +117,7 @@ func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 	if dead {
 		err = d.deadLetter(ctx, opts.Reason)
 	} else {
-		err = d.retry(ctx, opts.Delay)
+		err = d.retry(ctx, opts.Delay, next)
 	}
 
 	s.mu.Lock()
@@ -125,17 +133,18 @@ func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 	}
 	d.e.done = true
 	d.finish()
+	d.p.advance(d)
 	return nil
 }
 
 // again makes the in-place redelivery of a record for BlockingRetry.
-func (d *delivery) again(delay time.Duration) *delivery {
+func (d *delivery) again(delay time.Duration, attempt int) *delivery {
 	m, _, _ := decode(d.rec)
-	m.Attempt = d.msg.Attempt + 1
+	m.Attempt = attempt
 	return &delivery{s: d.s, p: d.p, e: d.e, rec: d.rec, msg: m, due: time.Now().Add(delay), index: -1, state: stateHeld}
 }
 
-func (d *delivery) retry(ctx context.Context, delay time.Duration) error {
+func (d *delivery) retry(ctx context.Context, delay time.Duration, attempt int) error {
 	s := d.s
 	if _, err := s.c.ensureTopic(ctx, s.retryTopic, 0); err != nil {
 		return err
@@ -159,7 +168,7 @@ func (d *delivery) retry(ctx context.Context, delay time.Duration) error {
 			kgo.Header{Key: HeaderPublishedAt, Value: strconv.AppendInt(nil, d.msg.PublishedAt.UnixNano(), 10)})
 	}
 	h = append(h,
-		kgo.Header{Key: HeaderAttempt, Value: strconv.AppendInt(nil, int64(d.msg.Attempt+1), 10)},
+		kgo.Header{Key: HeaderAttempt, Value: strconv.AppendInt(nil, int64(attempt), 10)},
 		kgo.Header{Key: HeaderDue, Value: strconv.AppendInt(nil, time.Now().Add(delay).UnixMilli(), 10)})
 	rec := kgo.Message{Topic: s.retryTopic, Key: r.Key, Value: r.Value, Headers: h, Time: time.Now()}
 	if err := s.c.write(ctx, s.retryTopic, []kgo.Message{rec}); err != nil {

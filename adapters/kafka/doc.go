@@ -47,7 +47,9 @@
 // for it, the message goes to SubscribeOptions.DeadLetterTopic with the
 // headers of bus.DeadLetter. A retry goes behind later messages of its
 // key; Options.BlockingRetry instead retries in place and holds back the
-// partition meanwhile, for work that needs strict order.
+// later messages of the key meanwhile, for work that needs strict order.
+// A postponed delivery (bus.NackOptions.Postpone) takes the same way back
+// without counting as an attempt.
 //
 // # Rebalances and shutdown
 //

@@ -146,17 +146,19 @@ type Options struct {
 	// bounds how long closing a subscription waits for its fetches.
 	// Default 500ms.
 	FetchMaxWait time.Duration
-	// RetryLookahead is how many messages of a retry-topic partition are
-	// read ahead and held until due, so that a long delay does not hold
-	// back shorter ones queued after it. Default 1000.
+	// RetryLookahead is how many records a partition holds back while
+	// they wait: in a retry topic until they are due, so that a long delay
+	// does not hold back shorter ones queued after it; with BlockingRetry,
+	// behind a failed record of their key. A partition with that many
+	// waiting stops reading. Default 1000.
 	RetryLookahead int
 	// BlockingRetry retries a failed message in place: its partition
-	// delivers nothing else until the message succeeds or is
-	// dead-lettered, so order within a partition holds even across
-	// failures. Each partition then has one delivery in flight, and
-	// concurrency comes from partitions only. Default false: failed
-	// messages go through the group's retry topic and the partition moves
-	// on.
+	// delivers it again after the delay, and later messages with the same
+	// key wait until it succeeds or is dead-lettered, so the order of a
+	// key holds across failures; other keys go on. The partition's offset
+	// is not committed past a waiting message, so a crash during a long
+	// delay redelivers what came after it. Default false: failed messages
+	// go through the group's retry topic and the partition moves on.
 	BlockingRetry bool
 	// GroupID maps an omnibus topic and group to a Kafka consumer group
 	// ID. Default DefaultGroupID.

@@ -367,6 +367,9 @@ func (s *subscription) startGeneration(kg *kgo.Generation) {
 				wake:      make(chan struct{}, 1),
 				delivered: -1,
 			}
+			if s.c.opts.BlockingRetry {
+				p.keys = map[string]*keyLine{}
+			}
 			p.last = commitPoint{offset: -1}
 			if c, ok := committed[topic][a.ID]; ok && c.CommittedOffset >= 0 {
 				p.start = c.CommittedOffset
@@ -565,13 +568,57 @@ type partition struct {
 	entries   []*entry               // fetched records not yet committed, in offset order
 	next      int64                  // offset after the last fetched record; -1 before any
 	delivered int64                  // offset after the last record handed out; -1 before any
-	held      heldQueue              // fetched records waiting to be handed out
-	inflight  int                    // BlockingRetry: handed out and unsettled
+	held      heldQueue              // records free to be handed out (once due)
+	keys      map[string]*keyLine    // BlockingRetry: keys with an unsettled record
+	queued    int                    // BlockingRetry: records waiting in keys
 	out       map[*delivery]struct{} // handed out and unsettled
 	revoked   bool
 	last      commitPoint // last accepted commit
 
 	wake chan struct{} // the partition's loop has something new to look at
+}
+
+// keyLine holds, with BlockingRetry, the records of a key that wait for
+// an earlier record of the key to be settled.
+type keyLine struct {
+	queue []*delivery
+}
+
+// admit makes a fetched record available. With BlockingRetry a keyed
+// record waits while an earlier record of its key is unsettled.
+func (p *partition) admit(d *delivery) {
+	if p.keys != nil && len(d.rec.Key) > 0 {
+		k := string(d.rec.Key)
+		if kl := p.keys[k]; kl != nil {
+			kl.queue = append(kl.queue, d)
+			p.queued++
+			return
+		}
+		p.keys[k] = &keyLine{}
+	}
+	heap.Push(&p.held, d)
+}
+
+// advance frees, with BlockingRetry, the next record of a settled
+// record's key.
+func (p *partition) advance(d *delivery) {
+	if p.keys == nil || len(d.rec.Key) == 0 {
+		return
+	}
+	k := string(d.rec.Key)
+	kl := p.keys[k]
+	if kl == nil {
+		return
+	}
+	if len(kl.queue) == 0 {
+		delete(p.keys, k)
+		return
+	}
+	next := kl.queue[0]
+	kl.queue[0] = nil
+	kl.queue = kl.queue[1:]
+	p.queued--
+	heap.Push(&p.held, next)
 }
 
 // entry is one fetched record's place in its partition.
@@ -691,19 +738,21 @@ func (p *partition) run(ctx context.Context) {
 		}()
 	}()
 
+	// A topic partition in offset order needs no read-ahead beyond the
+	// reader's own; a retry partition and BlockingRetry do, to find what
+	// may go while earlier records wait.
 	lookahead := 1
-	if p.retry {
+	if p.retry || p.keys != nil {
 		lookahead = o.RetryLookahead
 	}
-	blocking := o.BlockingRetry
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		timer.Stop()
 		s.mu.Lock()
-		room := p.held.Len() < lookahead
+		room := p.held.Len()+p.queued < lookahead
 		var head *delivery
-		if p.held.Len() > 0 && (!blocking || p.inflight <= 0) {
+		if p.held.Len() > 0 {
 			head = p.held.items[0]
 		}
 		s.mu.Unlock()
@@ -725,12 +774,11 @@ func (p *partition) run(ctx context.Context) {
 		select {
 		case d := <-in:
 			s.mu.Lock()
-			heap.Push(&p.held, d)
+			p.admit(d)
 			s.mu.Unlock()
 		case out <- head:
 			s.mu.Lock()
 			heap.Remove(&p.held, head.index)
-			p.inflight++
 			s.mu.Unlock()
 		case <-due:
 		case <-p.wake:
@@ -797,8 +845,10 @@ func (p *partition) signal() {
 	}
 }
 
-// heldQueue orders a partition's waiting deliveries: by offset, or in a
-// retry partition by due time first.
+// heldQueue orders the deliveries a partition may hand out by due time,
+// then offset. Records of a topic are due at once, so they go in offset
+// order; with BlockingRetry a key has one record here at a time, so a
+// record waiting for its retry delay holds back none of another key.
 type heldQueue struct {
 	items []*delivery
 }
@@ -806,7 +856,7 @@ type heldQueue struct {
 func (q *heldQueue) Len() int { return len(q.items) }
 func (q *heldQueue) Less(i, j int) bool {
 	a, b := q.items[i], q.items[j]
-	if a.p.retry && !a.due.Equal(b.due) {
+	if !a.due.Equal(b.due) {
 		return a.due.Before(b.due)
 	}
 	return a.e.offset < b.e.offset
