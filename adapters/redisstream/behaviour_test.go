@@ -424,3 +424,41 @@ func TestPostponeIsNoAttempt(t *testing.T) {
 	}
 	ack(t, dead)
 }
+
+// TestDeadConsumersLeaveGroup: once their entries are claimed, the
+// consumers of dead processes are deleted from the group.
+func TestDeadConsumersLeaveGroup(t *testing.T) {
+	b := newBroker(t, fastClaims(t))
+	ctx := context.Background()
+	topic := topicName(t)
+	sub := subscribe(t, b, topic, bus.SubscribeOptions{Group: "g"})
+	hold := bus.NewMessage([]byte("keeps the window full"))
+	publish(t, b, topic, hold)
+	held := receive(t, sub)
+	publish(t, b, topic, bus.NewMessage([]byte("taken by a consumer that dies")))
+	ghostRead(t, b.Client(), topic, "g")
+	ack(t, held)
+	d := receive(t, sub)
+	if d.Message().Attempt != 2 {
+		t.Fatalf("Attempt = %d, want 2 after the claim", d.Message().Attempt)
+	}
+	ack(t, d)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		consumers, err := b.Client().XInfoConsumers(ctx, topic, "g").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ghost := false
+		for _, c := range consumers {
+			ghost = ghost || c.Name == "ghost"
+		}
+		if !ghost {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer ghost is still in the group: %+v", consumers)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -32,9 +32,6 @@ const (
 	benchRound = 10_000
 	// benchPrefetch is the read batch of both consumers that have one.
 	benchPrefetch = 256
-	// benchWorkers is how many goroutines settle deliveries of the
-	// adapter's subscription, as a Consumer's Concurrency would.
-	benchWorkers = 64
 )
 
 var benchPayload = bytes.Repeat([]byte{'x'}, benchBody)

@@ -114,6 +114,13 @@ func (b *Broker) probe(ctx context.Context) error {
 			return &bus.ConfigError{Problems: []error{fmt.Errorf(
 				"redisstream: %s runs Redis %s; streams with XAUTOCLAIM need 6.2 or newer", b.opts.Addr, v)}}
 		}
+		if infoField(info, "redis_mode") == "cluster" {
+			// The scripts touch a topic's stream, its group's keys and
+			// the dead-letter stream together, which Cluster refuses
+			// across hash slots.
+			return &bus.ConfigError{Problems: []error{fmt.Errorf(
+				"redisstream: %s is a Redis Cluster node; this adapter needs a standalone server", b.opts.Addr)}}
+		}
 	}
 	// CONFIG may be refused by ACLs or managed services; then persistence
 	// is unknown and not claimed.
@@ -322,12 +329,14 @@ func (b *Broker) Close() error {
 		subs = append(subs, s)
 	}
 	b.mu.Unlock()
-	var errs []error
-	for _, s := range subs {
-		if err := s.Close(); err != nil {
-			errs = append(errs, err)
-		}
+	// Concurrently, so that an unreachable server costs one timeout, not
+	// one per subscription.
+	errs := make([]error, len(subs))
+	var wg sync.WaitGroup
+	for i, s := range subs {
+		wg.Go(func() { errs[i] = s.Close() })
 	}
+	wg.Wait()
 	b.rdb.Close()
 	return errors.Join(errs...)
 }

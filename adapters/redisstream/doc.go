@@ -1,6 +1,8 @@
 // Package redisstream is omnibus's Redis Streams backend, built on
 // github.com/redis/go-redis/v9. It needs Redis 6.2 or newer, standalone
-// (not Cluster).
+// (not Cluster), with Lua scripting. A Redis ACL user needs the @stream,
+// @sortedset and @scripting categories and PING, INFO and TIME; CONFIG GET
+// is optional (without it Features reports no persistence).
 //
 // Open it by URL after importing the package, or build a Broker with New:
 //
@@ -71,7 +73,14 @@
 // Close hands the entries the subscription still holds to a parking
 // consumer of the group with an idle time past any visibility timeout, so
 // that the group's next claim, at most a ClaimInterval later, delivers
-// them again; it then deletes its consumer from the group.
+// them again; it then deletes its consumer from the group. Consumers of
+// dead processes are deleted by the live ones once they hold nothing and
+// have been idle for four visibility timeouts.
+//
+// The Broker never resends a command by itself after a network error, so
+// nothing is appended twice behind the caller's back: Publish reports the
+// XADDs whose replies it did not read, and the subscription loop retries
+// its own work.
 //
 // # Trimming
 //

@@ -129,10 +129,10 @@ for j = 3, #ARGV, 2 do
   end
 end
 for i = 1, 2 do
-  if #mine[i] > 0 then
-    -- JUSTID keeps the delivery count as it is.
+  -- In chunks, as unpack has a limit; JUSTID keeps delivery counts.
+  for from = 1, #mine[i], 500 do
     local args = {'XCLAIM', KEYS[i], group, consumer, 0}
-    for _, id in ipairs(mine[i]) do args[#args + 1] = id end
+    for k = from, math.min(from + 499, #mine[i]) do args[#args + 1] = mine[i][k] end
     args[#args + 1] = 'JUSTID'
     redis.call(unpack(args))
   end
@@ -249,4 +249,26 @@ for _, g in ipairs(groups) do
   if not bound or less(b, bound) then bound = b end
 end
 return redis.call('XTRIM', KEYS[1], 'MINID', bound)
+`)
+
+// reapScript deletes the consumers of a group that hold nothing and have
+// been idle for a while: those of processes that died, whose entries live
+// consumers claimed. A consumer deleted while alive comes back with its
+// next read, and holding nothing it loses nothing.
+//
+// KEYS: main stream, retry stream. ARGV: group, idle ms.
+// Returns the number of consumers deleted.
+var reapScript = redis.NewScript(`
+local deleted = 0
+for i = 1, 2 do
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[i], ARGV[1])) do
+    local info = {}
+    for j = 1, #c, 2 do info[c[j]] = c[j + 1] end
+    if tonumber(info['pending']) == 0 and tonumber(info['idle']) >= tonumber(ARGV[2]) then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[i], ARGV[1], info['name'])
+      deleted = deleted + 1
+    end
+  end
+end
+return deleted
 `)

@@ -18,6 +18,11 @@ import (
 // maxAckBatch bounds the XACKs sent in one pipeline.
 const maxAckBatch = 1024
 
+// reapAfter is how many visibility timeouts a consumer that holds nothing
+// stays in its group after its last read, before live consumers delete
+// it.
+const reapAfter = 4
+
 // givenBackIdle is the idle time that Close gives the entries it hands
 // back: past any visibility timeout, so the next claim takes them, yet
 // small enough that Redis does not clamp it (it resets idle times that
@@ -202,6 +207,7 @@ func (s *subscription) run() {
 		nextClaim time.Time // zero: claim at once, taking what closed subscriptions gave back
 		nextRenew = now.Add(renewEvery)
 		nextTrim  = now
+		nextReap  = now.Add(o.VisibilityTimeout)
 		cursors   = [2]string{"0-0", "0-0"}
 		pause     time.Duration
 	)
@@ -213,6 +219,13 @@ func (s *subscription) run() {
 		if !now.Before(nextRenew) {
 			s.renew()
 			nextRenew = now.Add(renewEvery)
+		}
+		if !now.Before(nextReap) {
+			idle := reapAfter * o.VisibilityTimeout.Milliseconds()
+			if err := reapScript.Run(s.ctx, s.rdb, s.keys[:], s.group, idle).Err(); err != nil && s.ctx.Err() == nil {
+				s.log.Warn("redisstream: deleting idle consumers failed", "topic", s.topic, "group", s.group, "error", err)
+			}
+			nextReap = now.Add(o.VisibilityTimeout)
 		}
 		if o.TrimInterval > 0 && !now.Before(nextTrim) {
 			if _, err := s.b.Trim(s.ctx, s.topic); err != nil && s.ctx.Err() == nil {
@@ -255,7 +268,7 @@ func (s *subscription) run() {
 			s.accept(res.entries)
 			continue
 		}
-		wait := min(time.Until(nextClaim), time.Until(nextRenew))
+		wait := min(time.Until(nextClaim), time.Until(nextRenew), time.Until(nextReap))
 		if o.TrimInterval > 0 {
 			wait = min(wait, time.Until(nextTrim))
 		}
