@@ -462,3 +462,32 @@ func TestDeadConsumersLeaveGroup(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestFetchesWhenBufferRunsDry: a subscription that waits for room to
+// fetch a larger batch still fetches as soon as Receive has nothing left
+// to hand out.
+func TestFetchesWhenBufferRunsDry(t *testing.T) {
+	b := newBroker(t, options(t))
+	topic := topicName(t)
+	sub := subscribe(t, b, topic, bus.SubscribeOptions{Prefetch: 4})
+	publish(t, b, topic, bus.NewMessage([]byte("0")), bus.NewMessage([]byte("1")), bus.NewMessage([]byte("2")), bus.NewMessage([]byte("3")))
+	ack(t, receive(t, sub))
+	time.Sleep(100 * time.Millisecond) // room for one: too little to fetch while three wait
+	publish(t, b, topic, bus.NewMessage([]byte("4")))
+	var held []bus.Delivery
+	for range 3 {
+		held = append(held, receive(t, sub))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	d, err := sub.Receive(ctx)
+	if err != nil {
+		t.Fatalf("Receive with one free slot and a message waiting: %v", err)
+	}
+	if string(d.Message().Body) != "4" {
+		t.Fatalf("got %q, want 4", d.Message().Body)
+	}
+	for _, h := range append(held, d) {
+		ack(t, h)
+	}
+}

@@ -56,7 +56,7 @@ type subscription struct {
 	promoteAt    time.Time
 	promoteTimer *time.Timer
 
-	slot      chan struct{} // a settlement freed room in the window
+	slot      chan struct{} // room in the window may have changed
 	done      chan struct{} // closed by Close
 	loopDone  chan struct{}
 	acks      chan *ackRequest
@@ -128,7 +128,12 @@ func (s *subscription) Receive(ctx context.Context) (bus.Delivery, error) {
 			s.buf[0] = nil
 			s.buf = s.buf[1:]
 			d.handed = true
+			dry := len(s.buf) == 0
 			s.mu.Unlock()
+			if dry {
+				// The loop may be saving up room for a larger fetch.
+				s.poke()
+			}
 			return d, nil
 		}
 		wake := s.wake
@@ -626,11 +631,16 @@ func (d *delivery) end() {
 	s.mu.Lock()
 	delete(s.held, d)
 	s.mu.Unlock()
+	s.poke()
+	s.settling.Done()
+}
+
+// poke wakes the loop when it waits for room in the window.
+func (s *subscription) poke() {
 	select {
 	case s.slot <- struct{}{}:
 	default:
 	}
-	s.settling.Done()
 }
 
 // Ack acknowledges the entry with XACK, batched with other Acks of the
