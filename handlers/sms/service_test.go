@@ -79,7 +79,7 @@ func TestConfigValidate(t *testing.T) {
 type failingPublisher struct{ err error }
 
 func (f failingPublisher) Publish(context.Context, string, ...*bus.Message) error { return f.err }
-func (f failingPublisher) Close() error                                          { return nil }
+func (f failingPublisher) Close() error                                           { return nil }
 
 func TestRequestReleasesWhenEnqueueFails(t *testing.T) {
 	for name, open := range stores() {
