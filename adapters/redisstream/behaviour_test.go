@@ -491,3 +491,24 @@ func TestFetchesWhenBufferRunsDry(t *testing.T) {
 		ack(t, h)
 	}
 }
+
+// TestScriptCacheFlushed: the subscription keeps fetching after Redis
+// forgets its scripts, as after a restart or a failover.
+func TestScriptCacheFlushed(t *testing.T) {
+	b := newBroker(t, options(t))
+	topic := topicName(t)
+	sub := subscribe(t, b, topic, bus.SubscribeOptions{Prefetch: 64})
+	publish(t, b, topic, bus.NewMessage([]byte("before")))
+	ack(t, receive(t, sub))
+	if err := b.Client().ScriptFlush(context.Background()).Err(); err != nil {
+		t.Skipf("SCRIPT FLUSH: %v", err)
+	}
+	var msgs []*bus.Message
+	for i := range 40 {
+		msgs = append(msgs, bus.NewMessage([]byte(strconv.Itoa(i))))
+	}
+	publish(t, b, topic, msgs...)
+	for range msgs {
+		ack(t, receive(t, sub))
+	}
+}

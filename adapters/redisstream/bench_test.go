@@ -222,10 +222,10 @@ func BenchmarkConsume(b *testing.B) {
 	})
 
 	b.Run("watermill-redisstream", func(b *testing.B) {
-		rdb, _ := benchClient(b)
+		rdb, o := benchClient(b)
 		topic := benchTopic(b, rdb)
 		sub, err := wmredis.NewSubscriber(wmredis.SubscriberConfig{
-			Client:                        redis.NewClient(rdb.Options()),
+			Client:                        newWatermillRedisClient(b, o),
 			ConsumerGroup:                 "bench",
 			DisableIndefiniteInitialBlock: true,
 		}, watermill.NopLogger{})

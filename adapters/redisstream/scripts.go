@@ -43,15 +43,19 @@ end
 
 // fetchScript promotes due retries, then takes up to want entries for one
 // consumer: first entries idle past the visibility time (when asked to
-// claim), then new entries, the retry stream before the main stream each
-// time. Each entry comes back as {stream index, entry ID, delivery count,
-// fields}. When nothing is taken it also returns the newest entry ID of
-// each stream, from which the caller blocks on XREAD until something new
-// arrives.
+// claim), then new entries of the retry stream, then, when asked, new
+// entries of the main stream. Each entry comes back as {stream index,
+// entry ID, delivery count, fields}. When nothing is taken it also
+// returns the newest entry ID of each stream, from which the caller
+// blocks on XREAD until something new arrives.
+//
+// Entries read here pass through Lua tables, which costs Redis a copy of
+// every field each way; large batches of the main stream are therefore
+// read with a plain XREADGROUP beside the script (see subscription.fetch).
 //
 // KEYS: main stream, retry stream, delayed set.
 // ARGV: group, consumer, want, claim (0/1), min idle ms, main cursor,
-// retry cursor.
+// retry cursor, read the main stream (0/1).
 // Returns {entries, ms until the next delayed retry is due or -1,
 // newest main ID, newest retry ID, main cursor, retry cursor}.
 var fetchScript = redis.NewScript(luaCommon + `
@@ -77,7 +81,8 @@ if ARGV[4] == '1' then
     end
   end
 end
-for i = 2, 1, -1 do
+local lowest = ARGV[8] == '1' and 1 or 2
+for i = 2, lowest, -1 do
   local room = want - #out
   if room > 0 then
     local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', room, 'STREAMS', keys[i], '>')

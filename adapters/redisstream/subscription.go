@@ -30,7 +30,7 @@ const reapAfter = 4
 const givenBackIdle = 30 * 24 * time.Hour
 
 // subscription is one consumer of a group. A goroutine of its own (run)
-// keeps its window full: it fetches entries with fetchScript over a
+// keeps its window full: it fetches entries (see fetch) over a
 // connection of its own, blocks on XREAD when there is nothing to fetch,
 // renews the entries it holds and claims abandoned ones. A second
 // goroutine (acker) sends Acks to Redis in batches.
@@ -96,7 +96,8 @@ func (s *subscription) start(ctx context.Context) error {
 	s.rdb = redis.NewClient(o)
 	dctx, cancel := context.WithTimeout(ctx, s.b.opts.DialTimeout)
 	defer cancel()
-	err := s.rdb.Ping(dctx).Err()
+	// Loading the fetch script doubles as the connection check.
+	err := fetchScript.Load(dctx, s.rdb).Err()
 	if err != nil {
 		err = s.b.dialError(err)
 	} else {
@@ -273,6 +274,10 @@ func (s *subscription) run() {
 			s.accept(res.entries)
 			continue
 		}
+		if res.last[0] == "" {
+			// The script did not run (it was being loaded again).
+			continue
+		}
 		wait := min(time.Until(nextClaim), time.Until(nextRenew), time.Until(nextReap))
 		if o.TrimInterval > 0 {
 			wait = min(wait, time.Until(nextTrim))
@@ -338,17 +343,68 @@ type fetched struct {
 	cursors [2]string
 }
 
+// smallFetch is the largest fetch made by fetchScript alone. Larger
+// fetches leave a share for claims and retries to the script and read the
+// rest of the main stream in the same pipeline with a plain XREADGROUP,
+// which spares Redis copying every message through Lua.
+const smallFetch = 16
+
 func (s *subscription) fetch(want int, claim bool, cursors [2]string) (fetched, error) {
 	claimFlag := "0"
 	if claim {
 		claimFlag = "1"
 	}
-	v, err := fetchScript.Run(s.ctx, s.rdb, []string{s.keys[0], s.keys[1], s.delayed},
-		s.group, s.consumer, want, claimFlag, s.b.opts.VisibilityTimeout.Milliseconds(), cursors[0], cursors[1]).Result()
-	if err != nil {
-		return fetched{}, err
+	keys := []string{s.keys[0], s.keys[1], s.delayed}
+	args := []any{s.group, s.consumer, want, claimFlag, s.b.opts.VisibilityTimeout.Milliseconds(), cursors[0], cursors[1], "1"}
+	if want <= smallFetch {
+		v, err := fetchScript.Run(s.ctx, s.rdb, keys, args...).Result()
+		if err != nil {
+			return fetched{}, err
+		}
+		return parseFetched(v)
 	}
-	return parseFetched(v)
+	side := want / 4
+	args[2], args[7] = side, "0"
+	pipe := s.rdb.Pipeline()
+	script := pipe.EvalSha(s.ctx, fetchScript.Hash(), keys, args...)
+	main := pipe.XReadGroup(s.ctx, &redis.XReadGroupArgs{
+		Group: s.group, Consumer: s.consumer, Streams: []string{s.keys[0], ">"}, Count: int64(want - side), Block: -1,
+	})
+	pipe.Exec(s.ctx)
+	// What the XREADGROUP took is this consumer's now, whatever became of
+	// the script.
+	var f fetched
+	v, serr := script.Result()
+	if serr == nil {
+		f, serr = parseFetched(v)
+	} else if strings.HasPrefix(serr.Error(), "NOSCRIPT") {
+		// Flushed from the server's cache; load it for the next fetch.
+		serr = fetchScript.Load(s.ctx, s.rdb).Err()
+		f.nextDue = -1
+		f.cursors = cursors
+	}
+	streams, rerr := main.Result()
+	if rerr != nil && !errors.Is(rerr, redis.Nil) {
+		if serr == nil {
+			serr = rerr
+		}
+	}
+	for _, st := range streams {
+		for _, m := range st.Messages {
+			fields := make([]string, 0, 2*len(m.Values))
+			for k, v := range m.Values {
+				str, _ := v.(string)
+				fields = append(fields, k, str)
+			}
+			f.entries = append(f.entries, entry{stream: 0, id: m.ID, count: 1, fields: fields})
+		}
+	}
+	if len(f.entries) > 0 {
+		// Whatever else failed, the entries are delivered; the caller
+		// retries the rest on its next fetch.
+		return f, nil
+	}
+	return f, serr
 }
 
 var errReply = errors.New("redisstream: unexpected reply from fetch script")
