@@ -36,6 +36,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -94,6 +95,8 @@ func flagSet(name string) (set bool) {
 // HTTP server stops taking requests and finishes the ones in flight, then
 // the worker finishes the SMS in flight and leaves the rest to the broker.
 func run(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) error {
+	// The worker's console provider and the demo write to it at once.
+	stdout = &lockedWriter{w: stdout}
 	provider, err := newProvider(o, stdout)
 	if err != nil {
 		return err
@@ -159,6 +162,17 @@ func run(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) err
 	return failure
 }
 
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 func newProvider(o options, stdout io.Writer) (sms.Provider, error) {
 	switch o.provider {
 	case "console":
@@ -182,8 +196,8 @@ type app struct {
 	api    http.Handler
 }
 
-func newApp(ctx context.Context, o options, p sms.Provider, log *slog.Logger) (a *app, err error) {
-	a = &app{}
+func newApp(ctx context.Context, o options, p sms.Provider, log *slog.Logger) (_ *app, err error) {
+	a := &app{}
 	defer func() {
 		if err != nil {
 			a.close()

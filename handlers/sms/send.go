@@ -126,10 +126,10 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	var p []error
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p = append(p, errors.New("URL: want an http:// or https:// gateway address"))
+		p = append(p, errors.New("sms: HTTPConfig.URL: want an http:// or https:// gateway address"))
 	}
 	if cfg.Timeout < 0 {
-		p = append(p, fmt.Errorf("Timeout %v is negative", cfg.Timeout))
+		p = append(p, fmt.Errorf("sms: HTTPConfig.Timeout %v is negative", cfg.Timeout))
 	}
 	if len(p) > 0 {
 		return nil, &bus.ConfigError{Problems: p}

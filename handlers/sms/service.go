@@ -52,19 +52,19 @@ type Config struct {
 func (c Config) Validate() error {
 	var p []error
 	if c.Store == nil {
-		p = append(p, errors.New("Store is nil"))
+		p = append(p, errors.New("sms: Config.Store is nil"))
 	}
 	if c.Publisher == nil {
-		p = append(p, errors.New("Publisher is nil"))
+		p = append(p, errors.New("sms: Config.Publisher is nil"))
 	}
 	if c.CodeTTL != 0 && c.CodeTTL < time.Millisecond {
-		p = append(p, fmt.Errorf("CodeTTL %v: want at least 1ms", c.CodeTTL))
+		p = append(p, fmt.Errorf("sms: Config.CodeTTL %v: want at least 1ms", c.CodeTTL))
 	}
 	if c.ResendAfter != 0 && c.ResendAfter < time.Millisecond {
-		p = append(p, fmt.Errorf("ResendAfter %v: want at least 1ms", c.ResendAfter))
+		p = append(p, fmt.Errorf("sms: Config.ResendAfter %v: want at least 1ms", c.ResendAfter))
 	}
 	if c.MaxAttempts < 0 {
-		p = append(p, fmt.Errorf("MaxAttempts %d is negative", c.MaxAttempts))
+		p = append(p, fmt.Errorf("sms: Config.MaxAttempts %d is negative", c.MaxAttempts))
 	}
 	if len(p) > 0 {
 		return &bus.ConfigError{Problems: p}
