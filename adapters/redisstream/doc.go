@@ -1,8 +1,9 @@
 // Package redisstream is omnibus's Redis Streams backend, built on
 // github.com/redis/go-redis/v9. It needs Redis 6.2 or newer, standalone
 // (not Cluster), with Lua scripting. A Redis ACL user needs the @stream,
-// @sortedset and @scripting categories and PING, INFO and TIME; CONFIG GET
-// is optional (without it Features reports no persistence).
+// @sortedset and @scripting categories and PING, INFO and TIME, and SELECT
+// for a database other than 0; CONFIG GET is optional (without it
+// Features reports no persistence).
 //
 // Open it by URL after importing the package, or build a Broker with New:
 //
@@ -41,9 +42,16 @@
 //
 // Each subscription is a consumer of its group with a connection of its
 // own. It keeps up to SubscribeOptions.Prefetch entries in its pending list
-// (fetched ahead of Receive or handed out and unsettled), taking them with
-// XREADGROUP COUNT n from the retry stream and the topic stream in one Lua
-// script, and blocks on XREAD when there is nothing to take.
+// (fetched ahead of Receive or handed out and unsettled). A fetch is one
+// round trip: a Lua script that moves due retries, claims abandoned
+// entries and reads the retry stream, then the topic stream, with
+// XREADGROUP COUNT n, never taking more than the window has room for;
+// for batches over 16 entries the script gets a quarter of the room and
+// a plain XREADGROUP in the same pipeline reads the rest of the topic
+// stream, since entries that pass through Lua cost Redis a copy each way.
+// Under load the subscription waits until half its window is free before
+// fetching, so that batches stay large. With nothing to take it blocks on
+// XREAD until either stream gains an entry.
 //
 // Acks are XACKs sent by one goroutine per subscription: Acks made while
 // a batch is on the wire go together in the next pipeline, so a busy
