@@ -3,8 +3,6 @@ package kafka_test
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -19,14 +17,10 @@ import (
 
 	"github.com/omnibus-mq/omnibus/adapters/kafka"
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/brokertest"
 )
 
-func topicName(t testing.TB) string {
-	var r [4]byte
-	rand.Read(r[:])
-	name := strings.ToLower(strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()))
-	return "kafkatest." + name + "." + hex.EncodeToString(r[:])
-}
+func topicName(t testing.TB) string { return brokertest.Name(t) }
 
 func subscribe(t testing.TB, b bus.Subscriber, topic string, opts bus.SubscribeOptions) bus.Subscription {
 	t.Helper()
@@ -311,7 +305,11 @@ func TestBlockingRetryCountSurvivesClose(t *testing.T) {
 // and dies without settling them or leaving the group.
 func crashChild() {
 	topic := os.Getenv("OMNIBUS_KAFKA_CRASH_TOPIC")
-	opts := testOptions(&testing.T{})
+	addrs := strings.Split(os.Getenv(brokertest.KafkaEnv), ",")
+	if addrs[0] == "" {
+		addrs = []string{brokertest.DefaultKafkaAddr}
+	}
+	opts := optionsFor(addrs)
 	c, err := kafka.New(context.Background(), opts)
 	if err != nil {
 		fmt.Println("error", err)

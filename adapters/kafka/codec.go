@@ -70,7 +70,14 @@ func encode(topic string, m *bus.Message, attempt int, due time.Time) kgo.Messag
 // decode turns a fetched record into a message. attempt is the record's
 // HeaderAttempt (0 when absent) and due its HeaderDue (zero when absent).
 func decode(r kgo.Message) (m *bus.Message, attempt int, due time.Time) {
-	m = &bus.Message{Key: string(r.Key), Body: r.Value, Headers: make(bus.Headers, len(r.Headers))}
+	own := 0
+	for _, h := range r.Headers {
+		switch h.Key {
+		case HeaderID, HeaderPublishedAt, HeaderAttempt, HeaderDue:
+			own++
+		}
+	}
+	m = &bus.Message{Key: string(r.Key), Body: r.Value, Headers: make(bus.Headers, len(r.Headers)-own)}
 	for _, h := range r.Headers {
 		switch h.Key {
 		case HeaderID:

@@ -70,6 +70,7 @@ func (d *delivery) finish() {
 	s, p := d.s, d.p
 	d.state = stateSettled
 	delete(p.out, d)
+	p.trim()
 	<-s.window
 	select {
 	case p.g.settled <- struct{}{}:

@@ -3,7 +3,6 @@ package kafka_test
 import (
 	"context"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -12,35 +11,21 @@ import (
 	"github.com/omnibus-mq/omnibus/adapters/kafka"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/bus/bustest"
+	"github.com/omnibus-mq/omnibus/internal/brokertest"
 )
 
-// brokers returns the addresses of the Kafka under test: the comma-separated
-// OMNIBUS_KAFKA_BROKERS, default 127.0.0.1:9092. Under CI=true an
-// unreachable broker fails the test; elsewhere it skips it.
-func brokers(t testing.TB) []string {
-	t.Helper()
-	list := os.Getenv("OMNIBUS_KAFKA_BROKERS")
-	if list == "" {
-		list = "127.0.0.1:9092"
-	}
-	addrs := strings.Split(list, ",")
-	conn, err := net.DialTimeout("tcp", addrs[0], 2*time.Second)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Kafka at %s is unreachable: %v", addrs[0], err)
-		}
-		t.Skipf("Kafka at %s is unreachable (%v); start it with scripts/brokers up kafka", addrs[0], err)
-	}
-	conn.Close()
-	return addrs
-}
+// brokers returns the addresses of the Kafka under test
+// (OMNIBUS_KAFKA_BROKERS, default 127.0.0.1:9092); see brokertest.
+func brokers(t testing.TB) []string { return brokertest.Kafka(t) }
 
 // testOptions keep group rebalances quick: the broker's smallest session
 // timeout (group.min.session.timeout.ms, 6s by default), frequent
 // heartbeats and commits.
-func testOptions(t testing.TB) kafka.Options {
+func testOptions(t testing.TB) kafka.Options { return optionsFor(brokers(t)) }
+
+func optionsFor(addrs []string) kafka.Options {
 	return kafka.Options{
-		Brokers:           brokers(t),
+		Brokers:           addrs,
 		SessionTimeout:    6 * time.Second,
 		HeartbeatInterval: 200 * time.Millisecond,
 		RebalanceTimeout:  10 * time.Second,

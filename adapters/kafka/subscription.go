@@ -666,12 +666,7 @@ func (p *partition) restore(meta string) {
 // commitPoint is the offset to commit: that of the first unsettled record,
 // or the offset after the last fetched one when all are settled.
 func (p *partition) commitPoint() (commitPoint, bool) {
-	i := 0
-	for i < len(p.entries) && p.entries[i].done {
-		p.entries[i] = nil
-		i++
-	}
-	p.entries = p.entries[i:]
+	p.trim()
 	cp := commitPoint{offset: p.next}
 	if len(p.entries) > 0 {
 		head := p.entries[0]
@@ -687,6 +682,20 @@ func (p *partition) commitPoint() (commitPoint, bool) {
 		cp.meta = b.String()
 	}
 	return cp, cp.offset >= 0
+}
+
+// trim drops the settled records at the front: the commit may pass them.
+// Settling calls it, so that a partition keeps track of its unsettled
+// stretch only, however long the commit interval.
+func (p *partition) trim() {
+	i := 0
+	for i < len(p.entries) && p.entries[i].done {
+		p.entries[i] = nil
+		i++
+	}
+	if i > 0 {
+		p.entries = p.entries[i:]
+	}
 }
 
 // priorDeliveries says how often a record was handed out by earlier
@@ -719,7 +728,14 @@ func (p *partition) run(ctx context.Context) {
 		IsolationLevel:  kgo.ReadCommitted,
 		ErrorLogger:     errLogger(o.Logger),
 	})
+	// A topic partition without BlockingRetry hands its records out in
+	// offset order as they come: the pump passes them straight to Receive.
+	// Otherwise they go through the loop below, which holds them back.
+	direct := !p.retry && p.keys == nil
 	fetched := make(chan *delivery)
+	if direct {
+		fetched = s.ready
+	}
 	pumped := make(chan struct{})
 	if err := r.SetOffset(p.start); err != nil {
 		s.log.Error("omnibus/kafka: cannot start reading", "partition", p.id, "error", err)
@@ -737,14 +753,13 @@ func (p *partition) run(ctx context.Context) {
 			r.Close()
 		}()
 	}()
-
-	// A topic partition in offset order needs no read-ahead beyond the
-	// reader's own; a retry partition and BlockingRetry do, to find what
-	// may go while earlier records wait.
-	lookahead := 1
-	if p.retry || p.keys != nil {
-		lookahead = o.RetryLookahead
+	if direct {
+		<-ctx.Done()
+		return
 	}
+
+	// Read ahead to find what may go while earlier records wait.
+	lookahead := o.RetryLookahead
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
