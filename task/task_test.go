@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/omnibus-mq/omnibus/adapters/memory"
+	_ "github.com/omnibus-mq/omnibus/adapters/kafka"
 	"github.com/omnibus-mq/omnibus/adapters/rabbitmq"
+	_ "github.com/omnibus-mq/omnibus/adapters/redisstream"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/internal/brokertest"
 	"github.com/omnibus-mq/omnibus/task"
@@ -35,6 +37,14 @@ func backends(t *testing.T) map[string]backend {
 			t.Cleanup(func() { b.Close() })
 			return b
 		},
+		"redisstream": func(t *testing.T) bus.Broker {
+			return open(t, brokertest.Redis(t))
+		},
+		"kafka": func(t *testing.T) bus.Broker {
+			// Quick rebalances: workers join and leave within each test.
+			return open(t, "kafka://"+strings.Join(brokertest.Kafka(t), ",")+
+				"?session_timeout=6s&heartbeat_interval=200ms&join_backoff=200ms&commit_interval=100ms&fetch_max_wait=250ms")
+		},
 		"rabbitmq": func(t *testing.T) bus.Broker {
 			url := brokertest.AMQP(t)
 			b, err := rabbitmq.New(context.Background(), rabbitmq.Options{URL: url})
@@ -45,6 +55,18 @@ func backends(t *testing.T) map[string]backend {
 			return b
 		},
 	}
+}
+
+func open(t *testing.T, url string) bus.Broker {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := bus.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
 }
 
 // run starts w and returns a function that stops it and checks Run's result.
