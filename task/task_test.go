@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/omnibus-mq/omnibus/adapters/memory"
 	_ "github.com/omnibus-mq/omnibus/adapters/kafka"
+	"github.com/omnibus-mq/omnibus/adapters/memory"
 	"github.com/omnibus-mq/omnibus/adapters/rabbitmq"
 	_ "github.com/omnibus-mq/omnibus/adapters/redisstream"
 	"github.com/omnibus-mq/omnibus/bus"
