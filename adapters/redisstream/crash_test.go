@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/omnibus-mq/omnibus/adapters/redisstream"
 	"github.com/omnibus-mq/omnibus/bus"
 )
@@ -41,7 +43,7 @@ func TestMain(m *testing.M) {
 		crashChild()
 		return
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // crashChild consumes as a worker that acks crashAcked messages, then
