@@ -38,6 +38,8 @@ func crashOptions(o redisstream.Options) redisstream.Options {
 	return o
 }
 
+// TestMain runs the crash test's child when asked to, and otherwise the
+// tests, which must leave no goroutine behind.
 func TestMain(m *testing.M) {
 	if os.Getenv(childTopicEnv) != "" {
 		crashChild()
