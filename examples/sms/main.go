@@ -127,7 +127,7 @@ func run(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) err
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: a.api, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: a.api, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
@@ -138,15 +138,18 @@ func run(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) err
 	base := "http://" + ln.Addr().String()
 	log.Info("sms: serving", "url", base, "broker", redactURL(o.broker), "queue", o.queue)
 
-	var failure error
+	var failure, workerErr error
+	workerDone := false
 	if o.demo {
 		failure = demo(ctx, base, sent, stdout)
 	} else {
 		select {
 		case <-ctx.Done():
-		case failure = <-served:
-		case failure = <-worked:
-			worked <- failure
+		case err := <-served:
+			failure = fmt.Errorf("http: %w", err)
+		case workerErr = <-worked:
+			// The worker stops early only when its broker fails it.
+			workerDone = true
 		}
 	}
 
@@ -156,8 +159,11 @@ func run(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) err
 		failure = errors.Join(failure, fmt.Errorf("http shutdown: %w", err))
 	}
 	stopWorker()
-	if err := <-worked; err != nil {
-		failure = errors.Join(failure, fmt.Errorf("worker: %w", err))
+	if !workerDone {
+		workerErr = <-worked
+	}
+	if workerErr != nil {
+		failure = errors.Join(failure, fmt.Errorf("worker: %w", workerErr))
 	}
 	return failure
 }
@@ -255,6 +261,10 @@ func redactURL(raw string) string {
 	return u.Redacted()
 }
 
+// requestTimeout bounds the store and broker calls of one API request, so
+// that a stalled backend gets a 503 rather than a hung client.
+const requestTimeout = 10 * time.Second
+
 // newAPI returns the HTTP API of svc.
 func newAPI(svc *sms.Service, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
@@ -265,7 +275,9 @@ func newAPI(svc *sms.Service, log *slog.Logger) http.Handler {
 		if !decode(w, r, &in) {
 			return
 		}
-		id, err := svc.Request(r.Context(), in.Phone)
+		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+		defer cancel()
+		id, err := svc.Request(ctx, in.Phone)
 		var soon *sms.TooSoonError
 		switch {
 		case err == nil:
@@ -293,7 +305,9 @@ func newAPI(svc *sms.Service, log *slog.Logger) http.Handler {
 			reply(w, http.StatusBadRequest, map[string]any{"error": "code is required"})
 			return
 		}
-		err := svc.Verify(r.Context(), in.Phone, in.Code)
+		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+		defer cancel()
+		err := svc.Verify(ctx, in.Phone, in.Code)
 		var wrong *sms.WrongCodeError
 		switch {
 		case err == nil:

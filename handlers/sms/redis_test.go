@@ -167,7 +167,7 @@ func TestRedisUnreachable(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: time.Second})
 	defer c.Close()
 	s := NewRedisStore(c)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
