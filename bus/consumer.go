@@ -314,7 +314,7 @@ func (c *Consumer) process(work context.Context, d Delivery) {
 	case errors.Is(err, ErrNoRetry):
 		serr = d.Nack(sctx, NackOptions{Reason: err, DeadLetter: true})
 	default:
-		delay, ok := retryDelay(err)
+		delay, ok := RetryDelay(err)
 		if !ok {
 			delay = c.cfg.Backoff(m.Attempt)
 		}

@@ -82,8 +82,8 @@ func Postpone(d time.Duration) error {
 
 var errPostpone = errors.New("bus: postpone")
 
-// retryDelay returns the delay asked for with RetryAfter, if any.
-func retryDelay(err error) (time.Duration, bool) {
+// RetryDelay returns the delay err asks for with RetryAfter, if any.
+func RetryDelay(err error) (time.Duration, bool) {
 	var o *outcome
 	if errors.As(err, &o) && o.wait >= 0 && o.kind == nil {
 		return o.wait, true

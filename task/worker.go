@@ -106,7 +106,8 @@ func NewWorker(b bus.Broker, cfg WorkerConfig) *Worker {
 
 // Handle registers fn as the handler of t. A nil error is success; an
 // error retries the task with its backoff until its retries run out, then
-// dead-letters it; bus.NoRetry(err) dead-letters at once.
+// dead-letters it; bus.NoRetry(err) dead-letters at once, and
+// bus.RetryAfter(err, d) retries after d (a gateway's Retry-After, say).
 func Handle[A any](w *Worker, t *Task[A], fn func(ctx context.Context, args A) error) {
 	HandleResult(w, t, func(ctx context.Context, args A) (struct{}, error) { return struct{}{}, fn(ctx, args) })
 }
@@ -267,7 +268,10 @@ func (w *Worker) handle(ctx context.Context, queue string, m *bus.Message) error
 		w.finish(ctx, info, Failure, nil, err, took)
 		return bus.NoRetry(err)
 	}
-	delay := reg.cfg.backoff(m.Attempt)
+	delay, asked := bus.RetryDelay(err)
+	if !asked {
+		delay = reg.cfg.backoff(m.Attempt)
+	}
 	w.cfg.Logger.Info("task: retrying", "task", info.Name, "id", info.ID, "attempt", m.Attempt, "error", err, "retry_in", delay)
 	w.finish(ctx, info, Retry, nil, err, took)
 	return bus.RetryAfter(err, delay)
