@@ -176,7 +176,9 @@ func testRetries(t *testing.T, open backend) {
 	b := open(t)
 	q := queue(t)
 	flaky := task.Define[sms]("sms.flaky", task.OnQueue(q), task.MaxRetries(5),
-		task.RetryBackoff(func(n int) time.Duration { return map[int]time.Duration{1: 50 * time.Millisecond}[n] + time.Duration(n-1)*time.Hour }))
+		task.RetryBackoff(func(n int) time.Duration {
+			return map[int]time.Duration{1: 50 * time.Millisecond}[n] + time.Duration(n-1)*time.Hour
+		}))
 	store := task.NewMemoryStore()
 	metrics := task.NewMetrics()
 	w := task.NewWorker(b, task.WorkerConfig{Results: store, Observers: []func(task.Event){metrics.Observe}})
