@@ -1,0 +1,408 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+	kafka "github.com/segmentio/kafka-go"
+
+	"github.com/omnibus-mq/omnibus/bus"
+)
+
+// Target is a broker to benchmark.
+type Target struct {
+	// Name labels the broker in reports, e.g. "rabbitmq".
+	Name string
+	// URL is what bus.Open is given.
+	URL string
+}
+
+// BrokerInfo records what a benchmark ran against: the broker, the client
+// that spoke to it, and what an acknowledged publish meant there.
+type BrokerInfo struct {
+	Target string `json:"target"`
+	// URL has its password redacted.
+	URL     string `json:"url"`
+	Product string `json:"product"`
+	// Version is "unknown" when the broker does not say; VersionSource
+	// says where it was read or inferred from.
+	Version       string     `json:"version"`
+	VersionSource string     `json:"version_source,omitempty"`
+	Client        Client     `json:"client"`
+	Durability    Durability `json:"durability"`
+	// Features are what the backend reports of itself, when it does.
+	Features *bus.Features `json:"features,omitempty"`
+	Notes    []string      `json:"notes,omitempty"`
+}
+
+// Client names the code on the benchmark's side of the wire.
+type Client struct {
+	Adapter        string `json:"adapter"`
+	OmnibusVersion string `json:"omnibus_version"`
+	Library        string `json:"library,omitempty"`
+	LibraryVersion string `json:"library_version,omitempty"`
+}
+
+// Durability says what a successful Publish meant on the broker: the
+// acknowledgement rule and the settings that decide when data reaches
+// disk.
+type Durability struct {
+	Summary  string            `json:"summary"`
+	Settings map[string]string `json:"settings,omitempty"`
+}
+
+const unknown = "unknown"
+
+// Probe describes the broker behind t.URL: product and version as the
+// broker reports them, the client library linked into this binary, and
+// the durability settings from the URL, the adapter's documented
+// defaults and, where the broker answers, its own configuration. It reads
+// over a connection of its own and never fails: what it cannot learn it
+// reports as unknown, with the reason in Notes.
+func Probe(ctx context.Context, t Target) BrokerInfo {
+	info := BrokerInfo{Target: t.Name, URL: t.URL, Product: unknown, Version: unknown,
+		Client: Client{OmnibusVersion: ModuleVersion(ModulePath)}}
+	u, err := bus.ParseURL(t.URL)
+	if err != nil {
+		info.Notes = append(info.Notes, err.Error())
+		return info
+	}
+	info.URL = u.Redacted()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	switch u.Scheme {
+	case "mem":
+		probeMemory(&info)
+	case "amqp", "amqps":
+		probeRabbitMQ(ctx, u, &info)
+	case "redis", "rediss":
+		probeRedis(ctx, u, &info)
+	case "kafka":
+		probeKafka(ctx, u, &info)
+	default:
+		info.Client.Adapter = u.Scheme + " (adapter not known to bench)"
+		info.Durability.Summary = unknown
+		info.Notes = append(info.Notes, "bench knows no probe for the "+u.Scheme+" scheme")
+	}
+	return info
+}
+
+func probeMemory(info *BrokerInfo) {
+	info.Product = "omnibus in-process broker"
+	info.Version = ModuleVersion(ModulePath)
+	info.VersionSource = "omnibus build"
+	info.Client.Adapter = "adapters/memory"
+	info.Durability = Durability{
+		Summary:  "none: messages live in the process's memory and are lost with it",
+		Settings: map[string]string{"persistent": "false"},
+	}
+}
+
+// amqpParams are the query parameters of the rabbitmq adapter that bear
+// on durability and throughput, with the adapter's defaults.
+var amqpParams = map[string]string{
+	"queue_type":       "classic",
+	"topology":         "exchange",
+	"publish_channels": "2",
+	"confirm_window":   "1024",
+}
+
+func probeRabbitMQ(ctx context.Context, u *url.URL, info *BrokerInfo) {
+	info.Product = "RabbitMQ"
+	info.Client = Client{Adapter: "adapters/rabbitmq", OmnibusVersion: info.Client.OmnibusVersion,
+		Library: "github.com/rabbitmq/amqp091-go", LibraryVersion: ModuleVersion("github.com/rabbitmq/amqp091-go")}
+	set := map[string]string{"publisher_confirms": "true", "delivery_mode": "persistent", "queue_durable": "true"}
+	q := u.Query()
+	for k, def := range amqpParams {
+		set[k] = def + " (adapter default)"
+		if q.Has(k) {
+			set[k] = q.Get(k)
+		}
+	}
+	qt := strings.Fields(set["queue_type"])[0]
+	switch qt {
+	case "quorum":
+		info.Durability.Summary = "publisher confirms, persistent messages, durable quorum queue: " +
+			"confirmed once a majority of the queue's replicas have written it to disk (fsync)"
+	default:
+		info.Durability.Summary = "publisher confirms, persistent messages, durable classic queue: " +
+			"confirmed once written to disk (RabbitMQ batches the fsyncs) or delivered and acked"
+	}
+	info.Durability.Settings = set
+
+	// The server names its product and version in connection.start.
+	conn, err := amqp.DialConfig(u.String(), amqp.Config{
+		Dial:       dialCtx(ctx),
+		Properties: amqp.Table{"connection_name": "omnibus bench probe"},
+	})
+	if err != nil {
+		info.Notes = append(info.Notes, "version probe: "+redactErr(err, u))
+		return
+	}
+	defer conn.Close()
+	if v, ok := conn.Properties["version"].(string); ok && v != "" {
+		info.Version, info.VersionSource = v, "AMQP server properties"
+	}
+	if p, ok := conn.Properties["product"].(string); ok && p != "" {
+		info.Product = p
+	}
+	if c, ok := conn.Properties["cluster_name"].(string); ok && c != "" {
+		set["cluster_name"] = c
+	}
+}
+
+// dialCtx bounds a client's dial by ctx's deadline.
+func dialCtx(ctx context.Context) func(network, addr string) (net.Conn, error) {
+	return func(network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+func redisOptions(u *url.URL) *redis.Options {
+	o := &redis.Options{Addr: u.Host, DialTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second}
+	if u.Port() == "" {
+		o.Addr = net.JoinHostPort(u.Hostname(), "6379")
+	}
+	if u.User != nil {
+		o.Username = u.User.Username()
+		o.Password, _ = u.User.Password()
+	}
+	if db, err := strconv.Atoi(strings.TrimPrefix(u.Path, "/")); err == nil {
+		o.DB = db
+	}
+	if u.Scheme == "rediss" {
+		o.TLSConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+	}
+	return o
+}
+
+func probeRedis(ctx context.Context, u *url.URL, info *BrokerInfo) {
+	info.Product = "Redis"
+	info.Client = Client{Adapter: "adapters/redisstream", OmnibusVersion: info.Client.OmnibusVersion,
+		Library: "github.com/redis/go-redis/v9", LibraryVersion: ModuleVersion("github.com/redis/go-redis/v9")}
+	set := map[string]string{"ack": "XADD reply from the primary (no WAIT)"}
+	info.Durability.Settings = set
+	info.Durability.Summary = "XADD acknowledged by the server; disk policy unknown"
+	c := redis.NewClient(redisOptions(u))
+	defer c.Close()
+	if s, err := c.Info(ctx, "server").Result(); err != nil {
+		info.Notes = append(info.Notes, "version probe: "+redactErr(err, u))
+	} else {
+		for _, line := range strings.Split(s, "\n") {
+			k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+			switch k {
+			case "redis_version":
+				info.Version, info.VersionSource = v, "INFO server"
+			case "valkey_version":
+				info.Product = "Valkey"
+				info.Version, info.VersionSource = v, "INFO server"
+			case "redis_mode":
+				set["mode"] = v
+			}
+		}
+	}
+	cfg := map[string]string{}
+	for _, k := range []string{"appendonly", "appendfsync", "save"} {
+		m, err := c.ConfigGet(ctx, k).Result()
+		if err != nil {
+			info.Notes = append(info.Notes, "CONFIG GET "+k+": "+redactErr(err, u))
+			continue
+		}
+		if v, ok := m[k]; ok {
+			cfg[k] = v
+			set[k] = orUnset(v)
+		}
+	}
+	switch {
+	case cfg["appendonly"] == "yes" && cfg["appendfsync"] == "always":
+		info.Durability.Summary = "XADD acknowledged after the AOF write is fsynced (appendonly yes, appendfsync always)"
+	case cfg["appendonly"] == "yes" && cfg["appendfsync"] == "everysec":
+		info.Durability.Summary = "XADD acknowledged from memory; the AOF is fsynced every second " +
+			"(appendonly yes, appendfsync everysec): a machine crash can lose about the last second"
+	case cfg["appendonly"] == "yes":
+		info.Durability.Summary = "XADD acknowledged from memory; the OS decides when the AOF reaches disk (appendfsync " + cfg["appendfsync"] + ")"
+	case cfg["appendonly"] == "no":
+		info.Durability.Summary = "XADD acknowledged from memory; no AOF, only RDB snapshots (save \"" + cfg["save"] + "\"): a crash loses what came after the last snapshot"
+	}
+}
+
+// kafkaAddrs lists the bootstrap addresses of a kafka:// URL as the
+// adapter reads them: the host list plus the brokers parameter.
+func kafkaAddrs(u *url.URL) []string {
+	var addrs []string
+	for _, list := range []string{u.Host, u.Query().Get("brokers")} {
+		for _, h := range strings.Split(list, ",") {
+			if h = strings.TrimSpace(h); h == "" {
+				continue
+			}
+			if _, _, err := net.SplitHostPort(h); err != nil {
+				h = net.JoinHostPort(strings.Trim(h, "[]"), "9092")
+			}
+			addrs = append(addrs, h)
+		}
+	}
+	return addrs
+}
+
+func probeKafka(ctx context.Context, u *url.URL, info *BrokerInfo) {
+	info.Product = "Apache Kafka"
+	info.Client = Client{Adapter: "adapters/kafka", OmnibusVersion: info.Client.OmnibusVersion,
+		Library: "github.com/segmentio/kafka-go", LibraryVersion: ModuleVersion("github.com/segmentio/kafka-go")}
+	q := u.Query()
+	set := map[string]string{"acks": "all (set by the adapter)", "batch_timeout": "1ms (adapter default)"}
+	for _, k := range []string{"batch_timeout", "batch_size", "compression", "replication_factor", "partitions"} {
+		if q.Has(k) {
+			set[k] = q.Get(k)
+		}
+	}
+	info.Durability.Settings = set
+	info.Durability.Summary = "acks=all: acknowledged once every in-sync replica has the record; broker flush policy unknown"
+	if q.Has("tls") || q.Has("tls_ca") || q.Has("sasl") {
+		info.Notes = append(info.Notes, "version probe skipped: it speaks plain, unauthenticated Kafka only")
+		return
+	}
+	c := &kafka.Client{Addr: kafka.TCP(kafkaAddrs(u)...), Timeout: 5 * time.Second}
+
+	// Kafka does not tell clients its release; the protocol versions it
+	// serves bound it. 4.0 removed Fetch v0-v3 (KIP-896).
+	if av, err := c.ApiVersions(ctx, &kafka.ApiVersionsRequest{}); err != nil {
+		info.Notes = append(info.Notes, "ApiVersions: "+redactErr(err, u))
+	} else {
+		var produce, fetch string
+		for _, k := range av.ApiKeys {
+			switch k.ApiName {
+			case "Produce":
+				produce = fmt.Sprintf("v%d-v%d", k.MinVersion, k.MaxVersion)
+			case "Fetch":
+				fetch = fmt.Sprintf("v%d-v%d", k.MinVersion, k.MaxVersion)
+				if k.MinVersion >= 4 {
+					info.Version = "4.0 or later (inferred)"
+				} else {
+					info.Version = "before 4.0 (inferred)"
+				}
+			}
+		}
+		info.VersionSource = fmt.Sprintf("ApiVersions (%d APIs, Produce %s, Fetch %s; 4.0 dropped Fetch v0-v3): "+
+			"Kafka reports no release number", len(av.ApiKeys), produce, fetch)
+	}
+
+	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{}})
+	if err != nil {
+		info.Notes = append(info.Notes, "Metadata: "+redactErr(err, u))
+		return
+	}
+	set["brokers"] = strconv.Itoa(len(md.Brokers))
+	names := []string{"min.insync.replicas", "default.replication.factor", "log.flush.interval.messages",
+		"log.flush.interval.ms", "unclean.leader.election.enable"}
+	dc, err := c.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeBroker, ResourceName: strconv.Itoa(md.Controller.ID), ConfigNames: names}}})
+	if err != nil {
+		info.Notes = append(info.Notes, "DescribeConfigs: "+redactErr(err, u))
+		return
+	}
+	cfg := map[string]string{}
+	for _, r := range dc.Resources {
+		for _, e := range r.ConfigEntries {
+			if slices.Contains(names, e.ConfigName) {
+				cfg[e.ConfigName] = e.ConfigValue
+				set[e.ConfigName] = orUnset(e.ConfigValue)
+			}
+		}
+	}
+	flush := "the broker fsyncs every " + cfg["log.flush.interval.messages"] + " messages"
+	if n, err := strconv.ParseInt(cfg["log.flush.interval.messages"], 10, 64); err == nil && n == math.MaxInt64 && cfg["log.flush.interval.ms"] == "" {
+		flush = "the OS decides when the log reaches disk (no log.flush.interval): acknowledged before fsync"
+	} else if err == nil && n == math.MaxInt64 {
+		flush = "fsync every " + cfg["log.flush.interval.ms"] + " ms: acknowledged before fsync"
+	}
+	info.Durability.Summary = fmt.Sprintf("acks=all: acknowledged once every in-sync replica has the record "+
+		"(%d broker(s), min.insync.replicas=%s); %s", len(md.Brokers), cfg["min.insync.replicas"], flush)
+}
+
+func orUnset(v string) string {
+	if v == "" {
+		return "(empty)"
+	}
+	return v
+}
+
+// redactErr keeps a URL's password out of an error's text.
+func redactErr(err error, u *url.URL) string {
+	s := err.Error()
+	if u.User != nil {
+		if p, ok := u.User.Password(); ok && p != "" {
+			s = strings.ReplaceAll(s, p, "xxxxx")
+		}
+	}
+	return s
+}
+
+// Cleanup deletes what a run on topic left on the broker behind rawURL:
+// the queues and exchange, stream and retry keys, or topics and consumer
+// group that the adapters create for a topic and group, by their
+// documented names. It is best effort: the names are the adapters'
+// layouts, which bench mirrors rather than imports. mem:// needs nothing.
+func Cleanup(ctx context.Context, rawURL, topic, group string) error {
+	u, err := bus.ParseURL(rawURL)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	switch u.Scheme {
+	case "amqp", "amqps":
+		conn, err := amqp.DialConfig(u.String(), amqp.Config{Dial: dialCtx(ctx),
+			Properties: amqp.Table{"connection_name": "omnibus bench cleanup"}})
+		if err != nil {
+			return fmt.Errorf("cleanup: %s", redactErr(err, u))
+		}
+		defer conn.Close()
+		// A failed delete closes its channel, so each gets a new one.
+		do := func(f func(*amqp.Channel) error) error {
+			ch, err := conn.Channel()
+			if err != nil {
+				return err
+			}
+			defer ch.Close()
+			return f(ch)
+		}
+		var errs []error
+		for _, q := range []string{topic + "." + group, topic} {
+			errs = append(errs, do(func(ch *amqp.Channel) error { _, err := ch.QueueDelete(q, false, false, false); return err }))
+		}
+		errs = append(errs, do(func(ch *amqp.Channel) error { return ch.ExchangeDelete(topic, false, false) }))
+		for _, e := range errs {
+			if e != nil {
+				return fmt.Errorf("cleanup: %w", e)
+			}
+		}
+	case "redis", "rediss":
+		c := redis.NewClient(redisOptions(u))
+		defer c.Close()
+		suffix := fmt.Sprintf("%d:%s:%s", len(topic), topic, group)
+		if err := c.Del(ctx, topic, "omnibus:retry:"+suffix, "omnibus:delayed:"+suffix).Err(); err != nil {
+			return fmt.Errorf("cleanup: %s", redactErr(err, u))
+		}
+	case "kafka":
+		c := &kafka.Client{Addr: kafka.TCP(kafkaAddrs(u)...), Timeout: 20 * time.Second}
+		if _, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{
+			Topics: []string{topic, topic + ".retry." + group, topic + ".dlq"}}); err != nil {
+			return fmt.Errorf("cleanup: %s", redactErr(err, u))
+		}
+		if _, err := c.DeleteGroups(ctx, &kafka.DeleteGroupsRequest{GroupIDs: []string{topic + "." + group}}); err != nil {
+			return fmt.Errorf("cleanup: %s", redactErr(err, u))
+		}
+	}
+	return nil
+}
