@@ -37,7 +37,7 @@ type subscription struct {
 
 	window chan struct{}  // one token per unsettled delivery
 	ready  chan *delivery // deliveries on their way from partitions to Receive
-	errs   chan error     // the latest background failure, for Receive
+	errs   chan error     // the latest lasting failure, for Receive
 	fatal  chan error     // a failure that ends the subscription before it joined
 	joined chan struct{}  // closed when the first generation has started
 	done   chan struct{}  // closed by Close
@@ -165,7 +165,8 @@ func (s *subscription) prepareTopics() ([]string, error) {
 
 // report records a background failure. One that cannot pass (refused
 // credentials or permissions, a missing topic) ends a subscription that
-// has not joined yet; report then returns true.
+// has not joined yet, and report returns true; after the join Receive
+// returns it. Failures that kafka-go retries by itself are only logged.
 func (s *subscription) report(err error) bool {
 	s.mu.Lock()
 	joined := s.isJoined()
@@ -188,13 +189,15 @@ func (s *subscription) report(err error) bool {
 		// distinct failure every 10s is enough.
 		s.log.Warn("omnibus/kafka: consumer failure; retrying", "error", err)
 	}
-	select {
-	case <-s.errs:
-	default:
-	}
-	select {
-	case s.errs <- err:
-	default:
+	if joined && !retriable(err) {
+		select {
+		case <-s.errs:
+		default:
+		}
+		select {
+		case s.errs <- err:
+		default:
+		}
 	}
 	return false
 }
