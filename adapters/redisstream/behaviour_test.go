@@ -512,3 +512,27 @@ func TestScriptCacheFlushed(t *testing.T) {
 		ack(t, receive(t, sub))
 	}
 }
+
+// TestTrimInterval: subscriptions trim their topic periodically when asked.
+func TestTrimInterval(t *testing.T) {
+	o := options(t)
+	o.TrimInterval = 50 * time.Millisecond
+	b := newBroker(t, o)
+	topic := topicName(t)
+	sub := subscribe(t, b, topic, bus.SubscribeOptions{Prefetch: 10})
+	var msgs []*bus.Message
+	for i := range 5 {
+		msgs = append(msgs, bus.NewMessage([]byte(strconv.Itoa(i))))
+	}
+	publish(t, b, topic, msgs...)
+	for range msgs {
+		ack(t, receive(t, sub))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Client().XLen(context.Background(), topic).Val() > 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stream still holds %d entries", b.Client().XLen(context.Background(), topic).Val())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
