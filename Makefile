@@ -30,7 +30,7 @@ $(VENV)/.installed: scripts/python-requirements.txt
 	touch $@
 
 ## test: start the brokers, then run every test with the race detector
-test: up venv
+test: up venv chromium
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 
 ## test-unit: the tests that need no broker (broker tests skip locally, fail under CI=true)
@@ -46,3 +46,30 @@ lint:
 ## demo: publish and consume on the in-process broker (no server needed)
 demo:
 	$(GO) run ./examples/quickstart
+
+## bench: the standard benchmark workloads on BROKER (memory, rabbitmq, redis,
+## kafka, all, a comma-separated list, or a URL); named local brokers are
+## started first. Writes bench/results/<time>/{results.json,summary.md,report.html}.
+## BENCH_FLAGS passes flags to `omnibus bench`, e.g. BENCH_FLAGS="-duration 10s -reps 5".
+BROKER      ?= memory
+BENCH_FLAGS ?=
+BENCH_NOTE  ?=
+BENCH_OUT   ?= bench/results/$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: bench chromium
+bench:
+	@case "$(BROKER)" in \
+	  all) scripts/brokers up ;; \
+	  *) for b in $$(echo "$(BROKER)" | tr , ' '); do \
+	       case "$$b" in rabbitmq|redis|kafka) scripts/brokers up "$$b" ;; esac; \
+	     done ;; \
+	esac
+	$(GO) run ./cmd/omnibus bench -out $(BENCH_OUT) -note "$(BENCH_NOTE)" $(BENCH_FLAGS) $(BROKER)
+
+## chromium: install Debian's chromium when missing; the HTML report test renders in it
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "$$CHROMIUM" ]; then exit 0; fi; \
+	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	echo "installing chromium (apt-get install chromium)"; \
+	$$sudo apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || { \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y --no-install-recommends chromium; }

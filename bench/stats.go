@@ -88,10 +88,15 @@ func curveOf(h *hdrhistogram.Histogram) []CurvePoint {
 	}
 	limit := math.Min(5, math.Log10(float64(n)))
 	var pts []CurvePoint
-	for x := math.Log10(2); x <= limit+1e-9; x += 0.05 {
+	at := func(x float64) {
 		p := 100 * (1 - math.Pow(10, -x))
 		pts = append(pts, CurvePoint{round(p, 6), ms(h.ValueAtPercentile(p))})
 	}
+	x := math.Log10(2)
+	for ; x < limit-1e-9; x += 0.05 {
+		at(x)
+	}
+	at(limit)
 	return pts
 }
 

@@ -104,7 +104,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(fractions, "fractions", "shares of each measured maximum to run at a fixed rate")
 	backlog := fs.Int("max-backlog", bench.DefaultMaxBacklog, "max-rate runs: producers pause above this many unconsumed messages; -1: never")
 	warmup := fs.Duration("warmup", time.Second, "warm-up before each measurement, excluded from results")
-	duration := fs.Duration("duration", 3*time.Second, "measurement time of each repetition")
+	duration := fs.Duration("duration", 2*time.Second, "measurement time of each repetition")
 	reps := fs.Int("reps", 3, "repetitions of every run")
 	out := fs.String("out", "", "directory for results.json, summary.md and report.html (default bench-results/<time>)")
 	note := fs.String("note", "", "a note recorded in the report, such as \"shared machine\"")
