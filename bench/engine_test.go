@@ -236,8 +236,9 @@ func TestOpenLoopShowsAStall(t *testing.T) {
 		if p.P90 < floor {
 			t.Errorf("%s p90 = %.1f ms, want at least %.0f ms: the stall is hidden", name, p.P90, floor)
 		}
-		if p.Max < float64(stall/time.Millisecond) {
-			t.Errorf("%s max = %.1f ms, want at least the stall", name, p.Max)
+		// The message behind the stalled one was due a millisecond after it.
+		if p.Max < 0.9*float64(stall/time.Millisecond) {
+			t.Errorf("%s max = %.1f ms, want about the stall", name, p.Max)
 		}
 	}
 	if s.EndToEnd.P90 < s.EndToEndFromSend.P90 {
