@@ -25,6 +25,13 @@ import (
 // (order holds per key, which the suite does not test); messages are
 // stored by the broker (Persistent); a new subscriber of an existing group
 // competes for what is left rather than replaying it.
+//
+// ForceShort: TestConcurrentSubscribe otherwise joins 50 members to one
+// group one after another, and each join is a rebalance that stops and
+// restarts every member already in (kafka-go's group protocol is eager),
+// while each holds a delivery the test reads only after the last join;
+// that takes one to three minutes here, under -race, for what 10 members
+// show as well.
 func TestWatermillSuite(t *testing.T) {
 	opts := testOptions(t)
 	connect := func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
@@ -42,6 +49,7 @@ func TestWatermillSuite(t *testing.T) {
 		GuaranteedOrder:                     false,
 		GuaranteedOrderWithSingleSubscriber: false,
 		Persistent:                          true,
+		ForceShort:                          true,
 	},
 		func(t *testing.T) (message.Publisher, message.Subscriber) { return connect(t, "") },
 		connect)
