@@ -71,5 +71,6 @@ chromium:
 	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "$$CHROMIUM" ]; then exit 0; fi; \
 	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	echo "installing chromium (apt-get install chromium)"; \
+	export DEBIAN_FRONTEND=noninteractive; \
 	$$sudo apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || { \
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y --no-install-recommends chromium; }
