@@ -37,14 +37,8 @@ func backends(t *testing.T) map[string]backend {
 			t.Cleanup(func() { b.Close() })
 			return b
 		},
-		"redisstream": func(t *testing.T) bus.Broker {
-			return open(t, brokertest.Redis(t))
-		},
-		"kafka": func(t *testing.T) bus.Broker {
-			// Quick rebalances: workers join and leave within each test.
-			return open(t, "kafka://"+strings.Join(brokertest.Kafka(t), ",")+
-				"?session_timeout=6s&heartbeat_interval=200ms&join_backoff=200ms&commit_interval=100ms&fetch_max_wait=250ms")
-		},
+		"redisstream": func(t *testing.T) bus.Broker { return open(t, brokerURL(t, "redisstream")) },
+		"kafka":       func(t *testing.T) bus.Broker { return open(t, brokerURL(t, "kafka")) },
 		"rabbitmq": func(t *testing.T) bus.Broker {
 			url := brokertest.AMQP(t)
 			b, err := rabbitmq.New(context.Background(), rabbitmq.Options{URL: url})
@@ -55,6 +49,22 @@ func backends(t *testing.T) map[string]backend {
 			return b
 		},
 	}
+}
+
+// brokerURL returns the URL of a real broker for these tests.
+func brokerURL(t *testing.T, name string) string {
+	switch name {
+	case "rabbitmq":
+		return brokertest.AMQP(t)
+	case "redisstream":
+		return brokertest.Redis(t)
+	case "kafka":
+		// Quick rebalances: workers join and leave within each test.
+		return "kafka://" + strings.Join(brokertest.Kafka(t), ",") +
+			"?session_timeout=6s&heartbeat_interval=200ms&join_backoff=200ms&commit_interval=100ms&fetch_max_wait=250ms"
+	}
+	t.Fatalf("no broker %q", name)
+	return ""
 }
 
 func open(t *testing.T, url string) bus.Broker {
