@@ -113,6 +113,10 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	defer dcancel()
 	if _, err := c.admin.ApiVersions(dctx, &kgo.ApiVersionsRequest{}); err != nil {
 		c.shutdown()
+		if ctx.Err() != nil {
+			// The caller gave up first; say so as well.
+			return nil, fmt.Errorf("%w: kafka %s: %w", bus.ErrUnreachable, strings.Join(opts.Brokers, ","), ctx.Err())
+		}
 		return nil, c.dialError(err)
 	}
 	return c, nil

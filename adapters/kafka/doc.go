@@ -49,7 +49,14 @@
 // key; Options.BlockingRetry instead retries in place and holds back the
 // later messages of the key meanwhile, for work that needs strict order.
 // A postponed delivery (bus.NackOptions.Postpone) takes the same way back
-// without counting as an attempt.
+// without counting as an attempt. A retry partition is committed, like any
+// other, up to its first unsettled record, so after a restart the records
+// behind a long delay are read again; those already handled come back as
+// duplicates, as at-least-once delivery allows.
+//
+// Receive returns an error other than bus.ErrClosed only for failures
+// that do not pass by themselves (refused credentials or permissions);
+// kafka-go retries the rest, and they are logged.
 //
 // # Rebalances and shutdown
 //
@@ -89,5 +96,6 @@
 // dropped many old protocol versions): kafka-go's group protocol uses
 // JoinGroup v2, SyncGroup v0, Heartbeat v0, LeaveGroup v0, OffsetFetch v1
 // and FindCoordinator v0, all still served by Kafka 4.1; offsets are
-// committed and fetched with versions negotiated with the broker.
+// committed and fetched with versions negotiated with the broker, which
+// carry the attempt metadata.
 package kafka

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	kgo "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol/offsetcommit"
 
 	"github.com/omnibus-mq/omnibus/bus"
 )
@@ -501,9 +502,15 @@ func (g *generation) revoke() {
 // commit commits each partition's progress that changed since its last
 // commit. A commit refused because the generation is over is dropped: the
 // partition's next owner starts from the last accepted commit.
+//
+// The request is built here rather than with kafka-go's Client.OffsetCommit,
+// which sends a committed leader epoch of 0 instead of -1 (unknown): Java
+// consumers validating such an offset after a leader change would take it
+// for log truncation.
 func (g *generation) commit() {
 	s := g.s
-	topics := map[string][]kgo.OffsetCommit{}
+	var topics []offsetcommit.RequestTopic
+	index := map[string]int{}
 	sent := map[*partition]commitPoint{}
 	s.mu.Lock()
 	for _, p := range g.parts {
@@ -511,7 +518,19 @@ func (g *generation) commit() {
 		if !ok || cp == p.last {
 			continue
 		}
-		topics[p.topic] = append(topics[p.topic], kgo.OffsetCommit{Partition: p.id, Offset: cp.offset, Metadata: cp.meta})
+		i, ok := index[p.topic]
+		if !ok {
+			i = len(topics)
+			index[p.topic] = i
+			topics = append(topics, offsetcommit.RequestTopic{Name: p.topic})
+		}
+		topics[i].Partitions = append(topics[i].Partitions, offsetcommit.RequestPartition{
+			PartitionIndex:       int32(p.id),
+			CommittedOffset:      cp.offset,
+			CommittedLeaderEpoch: -1,
+			CommittedMetadata:    cp.meta,
+			CommitTimestamp:      time.Now().UnixMilli(),
+		})
 		sent[p] = cp
 	}
 	s.mu.Unlock()
@@ -521,12 +540,18 @@ func (g *generation) commit() {
 	// Not s.ctx: the last commit runs after Close has cancelled it.
 	ctx, cancel := context.WithTimeout(context.Background(), s.c.opts.WriteTimeout)
 	defer cancel()
-	res, err := s.c.admin.OffsetCommit(ctx, &kgo.OffsetCommitRequest{
+	m, err := s.c.tr.RoundTrip(ctx, s.c.addr, &offsetcommit.Request{
 		GroupID:      s.groupID,
-		GenerationID: int(g.kg.ID),
+		GenerationID: g.kg.ID,
 		MemberID:     g.kg.MemberID,
-		Topics:       topics,
+		// Only versions 2 to 4 carry it; -1 keeps the broker's retention.
+		RetentionTimeMs: -1,
+		Topics:          topics,
 	})
+	res, ok := m.(*offsetcommit.Response)
+	if err == nil && !ok {
+		err = fmt.Errorf("unexpected response %T", m)
+	}
 	if err != nil {
 		s.log.Warn("omnibus/kafka: offset commit failed", "error", err)
 		return
@@ -539,9 +564,14 @@ func (g *generation) commit() {
 			continue
 		}
 		var perr error = errors.New("no answer for the partition")
-		for _, r := range res.Topics[p.topic] {
-			if r.Partition == p.id {
-				perr = r.Error
+		for _, t := range res.Topics {
+			for _, r := range t.Partitions {
+				if t.Name == p.topic && int(r.PartitionIndex) == p.id {
+					perr = nil
+					if r.ErrorCode != 0 {
+						perr = kgo.Error(r.ErrorCode)
+					}
+				}
 			}
 		}
 		switch {
