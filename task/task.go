@@ -72,16 +72,59 @@ func (t *Task[A]) Delay(ctx context.Context, p bus.Publisher, args A) (string, e
 // Apply enqueues the task with per-call options such as Countdown, ETA,
 // Expires, OnQueue or WithID.
 func (t *Task[A]) Apply(ctx context.Context, p bus.Publisher, args A, opts ...Option) (string, error) {
+	cfg := t.options(opts)
+	if err := cfg.validate(t.name); err != nil {
+		return "", err
+	}
+	m, err := t.message(ctx, cfg, args)
+	if err != nil {
+		return "", err
+	}
+	if err := p.Publish(ctx, cfg.queue, m); err != nil {
+		return "", fmt.Errorf("task %s: enqueue: %w", t.name, err)
+	}
+	return m.ID, nil
+}
+
+// DelayMany enqueues one task per element of args in a single publish, a
+// batch the backend sends in about one round trip, and returns their ids
+// in order. Options apply to every task (WithID must not be given).
+func (t *Task[A]) DelayMany(ctx context.Context, p bus.Publisher, args []A, opts ...Option) ([]string, error) {
+	cfg := t.options(opts)
+	if err := cfg.validate(t.name); err != nil {
+		return nil, err
+	}
+	if cfg.id != "" && len(args) > 1 {
+		return nil, &bus.ConfigError{Problems: []error{errors.New("WithID given for several tasks")}}
+	}
+	msgs := make([]*bus.Message, len(args))
+	ids := make([]string, len(args))
+	for i, a := range args {
+		m, err := t.message(ctx, cfg, a)
+		if err != nil {
+			return nil, err
+		}
+		msgs[i], ids[i] = m, m.ID
+	}
+	if err := p.Publish(ctx, cfg.queue, msgs...); err != nil {
+		return nil, fmt.Errorf("task %s: enqueue %d tasks: %w", t.name, len(msgs), err)
+	}
+	return ids, nil
+}
+
+func (t *Task[A]) options(opts []Option) config {
 	cfg := t.cfg
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if err := cfg.validate(t.name); err != nil {
-		return "", err
-	}
+	return cfg
+}
+
+// message encodes one run of the task.
+func (t *Task[A]) message(ctx context.Context, cfg config, args A) (*bus.Message, error) {
 	body, err := json.Marshal(args)
 	if err != nil {
-		return "", fmt.Errorf("task %s: encode arguments: %w", t.name, err)
+		return nil, fmt.Errorf("task %s: encode arguments: %w", t.name, err)
 	}
 	m := bus.NewMessage(body)
 	if cfg.id != "" {
@@ -105,10 +148,7 @@ func (t *Task[A]) Apply(ctx context.Context, p bus.Publisher, args A, opts ...Op
 	if prop := propagator(); prop != nil {
 		prop.Inject(ctx, m.Headers)
 	}
-	if err := p.Publish(ctx, cfg.queue, m); err != nil {
-		return "", fmt.Errorf("task %s: enqueue: %w", t.name, err)
-	}
-	return m.ID, nil
+	return m, nil
 }
 
 // Option configures a task at definition or at enqueue time.

@@ -52,7 +52,7 @@ func backends(t *testing.T) map[string]backend {
 }
 
 // brokerURL returns the URL of a real broker for these tests.
-func brokerURL(t *testing.T, name string) string {
+func brokerURL(t testing.TB, name string) string {
 	switch name {
 	case "rabbitmq":
 		return brokertest.AMQP(t)
@@ -67,7 +67,7 @@ func brokerURL(t *testing.T, name string) string {
 	return ""
 }
 
-func open(t *testing.T, url string) bus.Broker {
+func open(t testing.TB, url string) bus.Broker {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
