@@ -455,3 +455,26 @@ func TestDefinitionErrors(t *testing.T) {
 		t.Fatal("Delay with arguments that cannot be encoded succeeded")
 	}
 }
+
+func TestDelayMany(t *testing.T) {
+	b := memory.New(memory.Options{})
+	t.Cleanup(func() { b.Close() })
+	square := task.Define[int]("math.square")
+	ids, err := square.DelayMany(context.Background(), b, []int{1, 2, 3})
+	if err != nil || len(ids) != 3 || ids[0] == ids[1] {
+		t.Fatalf("DelayMany = %v, %v; want 3 distinct ids", ids, err)
+	}
+	store := task.NewMemoryStore()
+	w := task.NewWorker(b, task.WorkerConfig{Results: store})
+	task.HandleResult(w, square, func(_ context.Context, n int) (int, error) { return n * n, nil })
+	run(t, w)
+	for i, id := range ids {
+		var got int
+		if s := wait(t, store, id); s.Decode(&got) != nil || got != (i+1)*(i+1) {
+			t.Fatalf("task %d: %+v, want %d", i, s, (i+1)*(i+1))
+		}
+	}
+	if _, err := square.DelayMany(context.Background(), b, []int{1, 2}, task.WithID("same")); !errors.Is(err, bus.ErrBadConfig) {
+		t.Fatalf("DelayMany with one id for two tasks = %v, want ErrBadConfig", err)
+	}
+}
