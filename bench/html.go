@@ -354,7 +354,7 @@ const reportScript = `
   }
 
   function curves(host, group, series, metric) {
-    var m = {l: 64, r: 14, t: 12, b: 40}, w = 560, legendH = 16 * series.length + 8, h = 300 + legendH;
+    var m = {l: 64, r: 26, t: 12, b: 40}, w = 560, legendH = 16 * series.length + 8, h = 300 + legendH;
     var pw = w - m.l - m.r, ph = h - m.t - m.b - legendH;
     var svg = figure(host, w, h, group);
     var xmax = 4, lo = Infinity, hi = 0;
@@ -400,7 +400,8 @@ const reportScript = `
       var ly = h - legendH + 10 + 16 * i;
       node("line", {x1: m.l, x2: m.l + 28, y1: ly - 4, y2: ly - 4, stroke: color(r.target), "stroke-width": 2,
         "stroke-dasharray": dashes[(k - 1) % dashes.length]}, svg);
-      node("text", {x: m.l + 34, y: ly}, svg, label + ": p99 " + fmtMs(mg.p99_ms) + ", max " + fmtMs(mg.max_ms));
+      node("text", {x: m.l + 34, y: ly}, svg, label + ": p99 " + fmtMs(mg.p99_ms) + ", max " + fmtMs(mg.max_ms) +
+        (r.repetitions.length > 1 ? " (" + r.repetitions.length + " repetitions merged)" : ""));
     });
   }
 

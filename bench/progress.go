@@ -142,7 +142,7 @@ func elapsedLabel(l Live) string {
 	if l.Planned == 0 {
 		return ""
 	}
-	return fmt.Sprintf("%.1fs/%.0fs", min(l.Elapsed, l.Planned).Seconds(), l.Planned.Seconds())
+	return fmt.Sprintf("%.1fs/%gs", min(l.Elapsed, l.Planned).Seconds(), round(l.Planned.Seconds(), 1))
 }
 
 const barWidth = 24

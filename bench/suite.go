@@ -406,6 +406,9 @@ func CommandLine() string {
 		if u, err := url.Parse(a); err == nil && u.User != nil {
 			a = u.Redacted()
 		}
+		if a == "" || strings.ContainsAny(a, " \t\"'$") {
+			a = strconv.Quote(a)
+		}
 		args[i] = a
 	}
 	return strings.Join(args, " ")
