@@ -25,6 +25,10 @@ var (
 	// ReadyTimeout bounds the wait for the consumers to receive a first
 	// message before producers start (a Kafka group join takes seconds).
 	ReadyTimeout = time.Minute
+	// AllReadyTimeout bounds the further wait, once one consumer is
+	// ready, for the others: a run whose group is still rebalancing would
+	// measure the rebalance. A run that starts without them says so.
+	AllReadyTimeout = 5 * time.Second
 	// DrainTimeout bounds the wait for consumers to receive what was
 	// published, after producers stop.
 	DrainTimeout = 30 * time.Second
@@ -75,8 +79,9 @@ type Sample struct {
 	Undrained int64 `json:"undrained,omitempty"`
 	Extra     int64 `json:"extra,omitempty"`
 	// ReadyAfter is how long the consumers took to receive their first
-	// message.
-	ReadyAfter time.Duration `json:"ready_after_ns"`
+	// messages; ConsumersReady is how many had when producers started.
+	ReadyAfter     time.Duration `json:"ready_after_ns"`
+	ConsumersReady int           `json:"consumers_ready"`
 
 	pubHist, e2eHist, e2eSentHist, delayHist *hdrhistogram.Histogram
 }
@@ -132,8 +137,8 @@ type run struct {
 	published    atomic.Int64 // successful messages, warm-up included
 	received     atomic.Int64 // data messages received
 	errors       atomic.Int64
-	ready        chan struct{}
-	readyOnce    sync.Once
+	subReady     []atomic.Bool // per subscription: a marker arrived
+	readyCount   atomic.Int32
 	errMu        sync.Mutex
 	firstErr     string
 	payload      []byte // filler copied after the header
@@ -172,7 +177,7 @@ func Measure(ctx context.Context, pub bus.Publisher, sub bus.Subscriber, topic s
 		return Sample{}, err
 	}
 	w = w.WithDefaults()
-	r := &run{w: w, topic: topic, pub: pub, ready: make(chan struct{})}
+	r := &run{w: w, topic: topic, pub: pub, subReady: make([]atomic.Bool, w.Consumers)}
 	r.warmEnd.Store(int64(time.Duration(1<<62 - 1)))
 	r.end.Store(int64(time.Duration(1<<62 - 1)))
 	r.payload = make([]byte, w.MessageSize)
@@ -186,13 +191,16 @@ func Measure(ctx context.Context, pub bus.Publisher, sub bus.Subscriber, topic s
 	observe(Live{Phase: "connect", Planned: w.Warmup + w.Duration})
 
 	cctx, stopConsumers := context.WithCancel(ctx)
-	defer stopConsumers()
 	var subs []bus.Subscription
-	defer func() {
+	var cwg sync.WaitGroup
+	shutdown := sync.OnceFunc(func() {
+		stopConsumers()
 		for _, sb := range subs {
 			sb.Close()
 		}
-	}()
+		cwg.Wait()
+	})
+	defer shutdown()
 	for range w.Consumers {
 		sb, err := sub.Subscribe(ctx, topic, bus.SubscribeOptions{Group: Group, Prefetch: w.Prefetch, MaxAttempts: -1})
 		if err != nil {
@@ -201,10 +209,9 @@ func Measure(ctx context.Context, pub bus.Publisher, sub bus.Subscriber, topic s
 		subs = append(subs, sb)
 	}
 	var consumers []*consumer
-	var cwg sync.WaitGroup
-	for _, sb := range subs {
+	for i, sb := range subs {
 		for range w.ConsumerWorkers {
-			c := &consumer{r: r, e2e: newHist(), e2eSent: newHist()}
+			c := &consumer{r: r, sub: i, e2e: newHist(), e2eSent: newHist()}
 			consumers = append(consumers, c)
 			cwg.Add(1)
 			go func() {
@@ -214,22 +221,43 @@ func Measure(ctx context.Context, pub bus.Publisher, sub bus.Subscriber, topic s
 		}
 	}
 
-	// Producers start once a consumer has received a marker, so a slow
-	// group join does not eat the measurement.
+	// Producers start once every consumer has received a marker, so a
+	// slow group join or rebalance does not eat the measurement. Markers
+	// go out until then, since one marker reaches one consumer.
 	t0 := clock()
-	marker := make([]byte, HeaderSize)
-	stamp(marker, t0, 0, kindMarker)
-	if err := pub.Publish(ctx, topic, &bus.Message{Body: marker}); err != nil {
-		return s, fmt.Errorf("publish to %s: %w", topic, err)
+	var firstReady time.Duration
+	poll := time.NewTicker(50 * time.Millisecond)
+	for int(r.readyCount.Load()) < w.Consumers {
+		marker := make([]byte, HeaderSize)
+		stamp(marker, clock(), 0, kindMarker)
+		if err := pub.Publish(ctx, topic, &bus.Message{Body: marker}); err != nil {
+			poll.Stop()
+			return s, fmt.Errorf("publish to %s: %w", topic, err)
+		}
+		select {
+		case <-poll.C:
+		case <-ctx.Done():
+			poll.Stop()
+			return s, ctx.Err()
+		}
+		now := clock()
+		if r.readyCount.Load() == 0 {
+			if now-t0 > ReadyTimeout {
+				poll.Stop()
+				return s, fmt.Errorf("consumers of %s received nothing within %v", topic, ReadyTimeout)
+			}
+			continue
+		}
+		if firstReady == 0 {
+			firstReady = now
+		}
+		if now-firstReady > AllReadyTimeout {
+			break
+		}
 	}
-	select {
-	case <-r.ready:
-	case <-ctx.Done():
-		return s, ctx.Err()
-	case <-time.After(ReadyTimeout):
-		return s, fmt.Errorf("consumers of %s received nothing within %v", topic, ReadyTimeout)
-	}
+	poll.Stop()
 	s.ReadyAfter = clock() - t0
+	s.ConsumersReady = int(r.readyCount.Load())
 
 	start := clock()
 	s.Started = time.Now()
@@ -292,11 +320,7 @@ wait:
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	stopConsumers()
-	for _, sb := range subs {
-		sb.Close()
-	}
-	cwg.Wait()
+	shutdown()
 	if err := ctx.Err(); err != nil {
 		return s, err
 	}
@@ -450,6 +474,7 @@ func (p *producer) openLoop(ctx context.Context, first time.Duration, interval f
 
 type consumer struct {
 	r                     *run
+	sub                   int // index of its subscription
 	e2e, e2eSent          *hdrhistogram.Histogram
 	count                 int64 // received in the window
 	recvErrors, ackErrors int64
@@ -473,7 +498,9 @@ func (c *consumer) loop(ctx context.Context, sub bus.Subscription) {
 		case !ok:
 			// Not ours: someone else publishes to the topic.
 		case kind == kindMarker:
-			c.r.readyOnce.Do(func() { close(c.r.ready) })
+			if !c.r.subReady[c.sub].Swap(true) {
+				c.r.readyCount.Add(1)
+			}
 		default:
 			c.r.received.Add(1)
 			if c.r.inWindow(ts) {

@@ -200,7 +200,11 @@ func (res *Result) summarise() {
 		res.EndToEndFromSend = latencyOf(sent, mergeHists(sentH...))
 	}
 	var unsent, undrained, extra, errs int64
-	for _, s := range res.Samples {
+	for i, s := range res.Samples {
+		if s.ConsumersReady < res.Workload.Consumers {
+			res.Notes = append(res.Notes, fmt.Sprintf("repetition %d started with %d of %d consumers receiving (after %v)",
+				i+1, s.ConsumersReady, res.Workload.Consumers, s.ReadyAfter.Round(time.Millisecond)))
+		}
 		unsent += s.Unsent
 		undrained += s.Undrained
 		extra += s.Extra
