@@ -64,7 +64,7 @@ bench:
 	       case "$$b" in rabbitmq|redis|kafka) scripts/brokers up "$$b" ;; esac; \
 	     done ;; \
 	esac
-	$(GO) run ./cmd/omnibus bench -out $(BENCH_OUT) -note "$(BENCH_NOTE)" $(BENCH_FLAGS) $(BROKER)
+	$(GO) run -buildvcs=true ./cmd/omnibus bench -out $(BENCH_OUT) -note "$(BENCH_NOTE)" $(BENCH_FLAGS) $(BROKER)
 
 ## chromium: install Debian's chromium when missing; the HTML report test renders in it
 chromium:
