@@ -56,12 +56,12 @@ func TestWatermillSuite(t *testing.T) {
 }
 
 // saramaConfig is watermill-kafka's configuration for the comparisons:
-// acknowledgement by all in-sync replicas as this adapter asks, new groups
-// starting at the oldest offset (as this adapter's do; sarama's default,
-// the newest, loses what was published before a group's first join), the
-// Kafka 2.1 protocol baseline that Kafka 4 still serves (watermill-kafka's
-// own default, 1.0, sends versions Kafka 4 removed), and the broker's
-// smallest session timeout.
+// acknowledgement by all in-sync replicas as this adapter asks (sarama's
+// default waits for the leader only), new groups starting at the oldest
+// offset as this adapter's do (sarama's default, the newest, loses what was
+// published before a group's first join), the Kafka 2.1 protocol baseline
+// that Kafka 4 keeps (watermill-kafka's own default, 1.0, also works with
+// Kafka 4.1), and the broker's smallest session timeout.
 func saramaConfig() *sarama.Config {
 	c := sarama.NewConfig()
 	c.Version = sarama.V2_1_0_0
