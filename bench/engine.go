@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -223,14 +224,20 @@ func Measure(ctx context.Context, pub bus.Publisher, sub bus.Subscriber, topic s
 
 	// Producers start once every consumer has received a marker, so a
 	// slow group join or rebalance does not eat the measurement. Markers
-	// go out until then, since one marker reaches one consumer.
+	// go out in batches, one per waiting receiver, with distinct keys to
+	// spread over partitions, until then: a backend may hand consecutive
+	// messages to the receivers in the order they began waiting.
 	t0 := clock()
 	var firstReady time.Duration
 	poll := time.NewTicker(50 * time.Millisecond)
+	markers := make([]*bus.Message, min(w.Consumers*w.ConsumerWorkers, 256))
 	for int(r.readyCount.Load()) < w.Consumers {
-		marker := make([]byte, HeaderSize)
-		stamp(marker, clock(), 0, kindMarker)
-		if err := pub.Publish(ctx, topic, &bus.Message{Body: marker}); err != nil {
+		for i := range markers {
+			body := make([]byte, HeaderSize)
+			stamp(body, clock(), 0, kindMarker)
+			markers[i] = &bus.Message{Body: body, Key: "omnibus-bench-marker-" + strconv.Itoa(i)}
+		}
+		if err := pub.Publish(ctx, topic, markers...); err != nil {
 			poll.Stop()
 			return s, fmt.Errorf("publish to %s: %w", topic, err)
 		}

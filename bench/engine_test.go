@@ -220,8 +220,8 @@ func TestOpenLoopShowsAStall(t *testing.T) {
 	defer b.Close()
 	w := Workload{MessageSize: 64, Producers: 1, Consumers: 1, Batch: 1, Rate: 1000,
 		Warmup: 200 * time.Millisecond, Duration: time.Second}
-	// Call 1 is the readiness marker, then one message per call: call 500
-	// falls 300ms into the measurement.
+	// Call 1 carries the readiness markers, then one message per call:
+	// call 500 falls 300ms into the measurement.
 	pub := &stallingPublisher{Publisher: b, at: 1 + 200 + 300, stall: stall}
 	s, err := Measure(context.Background(), pub, b, newTopic(), w, nil)
 	if err != nil {
