@@ -422,6 +422,15 @@ func (s *subscription) Close() error {
 		d.wm.Nack()
 	}
 	s.cancel()
+	// A watermill subscriber may already hold the next message, blocked
+	// handing it over; nacking what still arrives until it closes the
+	// channel (as its contract says it does once ctx is cancelled) gives
+	// such a message back instead of leaving it stuck.
+	go func() {
+		for wm := range s.ch {
+			wm.Nack()
+		}
+	}()
 	s.b.mu.Lock()
 	delete(s.b.open, s)
 	s.b.mu.Unlock()
