@@ -13,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/brokertest"
 )
 
 // python returns the interpreter of the virtual environment `make venv`
@@ -24,7 +25,7 @@ func python(t *testing.T) string {
 		p, _ = filepath.Abs("../../.venv/bin/python")
 	}
 	if err := exec.Command(p, "-c", "import pika").Run(); err != nil {
-		if os.Getenv("CI") == "true" {
+		if brokertest.InCI() {
 			t.Fatalf("python with pika (%s): %v; run: make venv", p, err)
 		}
 		t.Skipf("python with pika not found at %s (%v); run: make venv", p, err)
