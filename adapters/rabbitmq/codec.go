@@ -1,7 +1,9 @@
 package rabbitmq
 
 import (
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,13 +23,29 @@ const (
 	hdrAttempt = "omnibus-attempt"
 	// RabbitMQ's quorum queues count earlier deliveries here.
 	hdrDeliveryCount = "x-delivery-count"
+	// hdrTyped lists, comma-separated, the bus headers whose values are
+	// JSON text for typed AMQP values (Celery's retries, timelimit, eta).
+	// It never travels itself: publish turns the listed values back into
+	// AMQP types, and receipt rebuilds the list. The celery package uses
+	// the same name.
+	hdrTyped = "omnibus-typed-headers"
+
+	hdrContentType     = "content-type"
+	hdrContentEncoding = "content-encoding"
 )
 
 // publishing encodes m; attempt is the Attempt of its next delivery.
 func publishing(m *bus.Message, attempt int) amqp.Publishing {
 	h := make(amqp.Table, len(m.Headers)+3)
+	typed := typedNames(m.Headers[hdrTyped])
 	for k, v := range m.Headers {
-		h[k] = v
+		switch {
+		case k == hdrTyped:
+		case typed[k]:
+			h[k] = fromJSON(v)
+		default:
+			h[k] = v
+		}
 	}
 	if m.Key != "" {
 		h[hdrKey] = m.Key
@@ -37,19 +55,21 @@ func publishing(m *bus.Message, attempt int) amqp.Publishing {
 		h[hdrAttempt] = int64(attempt)
 	}
 	return amqp.Publishing{
-		Headers:       h,
-		ContentType:   m.Headers.Get("content-type"),
-		DeliveryMode:  amqp.Persistent,
-		CorrelationId: m.Headers.Get(bus.HeaderCorrelationID),
-		MessageId:     m.ID,
-		Timestamp:     m.PublishedAt,
-		Body:          m.Body,
+		Headers:         h,
+		ContentType:     m.Headers.Get(hdrContentType),
+		ContentEncoding: m.Headers.Get(hdrContentEncoding),
+		DeliveryMode:    amqp.Persistent,
+		CorrelationId:   m.Headers.Get(bus.HeaderCorrelationID),
+		MessageId:       m.ID,
+		Timestamp:       m.PublishedAt,
+		Body:            m.Body,
 	}
 }
 
 // message decodes a delivery. Messages from other producers may lack every
 // omnibus header: the ID falls back to a fresh one, the time to the AMQP
-// timestamp, non-string header values to their printed form.
+// timestamp. Header values other than strings become JSON text, named in
+// hdrTyped so that a republished copy carries them typed again.
 func message(d *amqp.Delivery) *bus.Message {
 	m := &bus.Message{
 		ID:          d.MessageId,
@@ -62,6 +82,7 @@ func message(d *amqp.Delivery) *bus.Message {
 		m.ID = bus.NewID()
 	}
 	delivered := 0
+	var typed []string
 	for k, v := range d.Headers {
 		switch k {
 		case hdrKey:
@@ -84,14 +105,34 @@ func message(d *amqp.Delivery) *bus.Message {
 			if strings.HasPrefix(k, "x-death") || strings.HasPrefix(k, "x-first-death") || strings.HasPrefix(k, "x-last-death") {
 				continue
 			}
-			m.Headers[k] = str(v)
+			if s, ok := text(v); ok {
+				m.Headers[k] = s
+				continue
+			}
+			b, err := json.Marshal(jsonable(v))
+			if err != nil {
+				m.Headers[k] = str(v)
+				continue
+			}
+			m.Headers[k] = string(b)
+			typed = append(typed, k)
 		}
+	}
+	if len(typed) > 0 {
+		slices.Sort(typed)
+		m.Headers[hdrTyped] = strings.Join(typed, ",")
+	} else {
+		// Only this codec may claim header values are typed.
+		delete(m.Headers, hdrTyped)
 	}
 	if d.CorrelationId != "" && m.Headers[bus.HeaderCorrelationID] == "" {
 		m.Headers[bus.HeaderCorrelationID] = d.CorrelationId
 	}
-	if d.ContentType != "" && m.Headers["content-type"] == "" {
-		m.Headers["content-type"] = d.ContentType
+	if d.ContentType != "" && m.Headers[hdrContentType] == "" {
+		m.Headers[hdrContentType] = d.ContentType
+	}
+	if d.ContentEncoding != "" && m.Headers[hdrContentEncoding] == "" {
+		m.Headers[hdrContentEncoding] = d.ContentEncoding
 	}
 	// A quorum queue counts earlier deliveries; a classic queue only says
 	// whether there was one.
@@ -102,6 +143,86 @@ func message(d *amqp.Delivery) *bus.Message {
 		m.Attempt++
 	}
 	return m
+}
+
+// text returns the header values that travel as bus strings unchanged.
+func text(v any) (string, bool) {
+	switch v := v.(type) {
+	case string:
+		return v, true
+	case []byte:
+		return string(v), true
+	}
+	return "", false
+}
+
+// jsonable turns an AMQP value into one encoding/json writes faithfully:
+// byte strings inside tables and arrays become text.
+func jsonable(v any) any {
+	switch v := v.(type) {
+	case []byte:
+		return string(v)
+	case amqp.Table:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[k] = jsonable(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = jsonable(e)
+		}
+		return out
+	}
+	return v
+}
+
+func typedNames(list string) map[string]bool {
+	if list == "" {
+		return nil
+	}
+	names := map[string]bool{}
+	for n := range strings.SplitSeq(list, ",") {
+		names[strings.TrimSpace(n)] = true
+	}
+	return names
+}
+
+// fromJSON turns JSON text back into an AMQP value: integers to int64,
+// other numbers to float64, objects to tables. Text that is not JSON
+// travels as the string it is.
+func fromJSON(s string) any {
+	d := json.NewDecoder(strings.NewReader(s))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil || d.More() {
+		return s
+	}
+	return amqpValue(v)
+}
+
+func amqpValue(v any) any {
+	switch v := v.(type) {
+	case json.Number:
+		if n, err := v.Int64(); err == nil {
+			return n
+		}
+		f, _ := v.Float64()
+		return f
+	case map[string]any:
+		t := make(amqp.Table, len(v))
+		for k, e := range v {
+			t[k] = amqpValue(e)
+		}
+		return t
+	case []any:
+		for i, e := range v {
+			v[i] = amqpValue(e)
+		}
+		return v
+	}
+	return v
 }
 
 func str(v any) string {
