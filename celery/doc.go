@@ -1,0 +1,42 @@
+// Package celery lets Go and Python share Celery's task queues: Go code
+// can enqueue tasks that Celery 5 workers run, and run tasks that Celery
+// clients sent with delay or apply_async.
+//
+// It speaks Celery's message protocol version 2 over any omnibus broker.
+// On RabbitMQ open the broker with ?topology=queue, so that a topic is the
+// plain queue of that name that Celery uses:
+//
+//	b, err := bus.Open(ctx, "amqp://guest:guest@127.0.0.1:5672/?topology=queue")
+//	id, err := celery.Delay(ctx, b, "celery", "tasks.send_sms_code", "+15550100", "4711")
+//
+// and run Celery's tasks in Go:
+//
+//	w, err := celery.NewWorker(b, "celery")
+//	w.Handle("tasks.send_sms_code", func(ctx context.Context, r celery.Request) error {
+//		var phone, code string
+//		if err := r.Bind(&phone, &code); err != nil {
+//			return bus.NoRetry(err)
+//		}
+//		return sms.Send(ctx, phone, code)
+//	})
+//	err = w.Run(ctx)
+//
+// # Headers
+//
+// Celery's headers are typed (retries is an integer, timelimit a list,
+// eta may be null) while bus.Headers are strings. A message built here
+// carries each non-string header as JSON text and lists those names in
+// the HeaderTyped header; the RabbitMQ adapter turns them back into typed
+// AMQP values on publish, and does the reverse on receipt, so the
+// headers reach Celery exactly as Celery sends them.
+//
+// # Semantics
+//
+// A Worker acknowledges a message only after its handler returned, so a
+// task runs at least once, like a Celery worker with acks_late. A task
+// whose eta is in the future is put off with bus.Postpone until it is due
+// rather than held in memory, so it takes no prefetch slot. An expired
+// task is discarded. A failed task is sent again as Celery's retry does,
+// with retries one higher and a countdown, until MaxRetries is reached;
+// then it goes to the queue's dead-letter topic.
+package celery
