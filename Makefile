@@ -29,6 +29,13 @@ $(VENV)/.installed: scripts/python-requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/python-requirements.txt
 	touch $@
 
+## interop: the Celery interop tests, against a real Celery worker and client
+## from the venv; only the brokers they use are started
+.PHONY: interop
+interop: BROKERS = rabbitmq redis
+interop: up venv
+	$(GO) test -race -count=1 -run Celery ./celery/...
+
 ## test: start the brokers, then run every test with the race detector
 test: up venv chromium
 	$(GO) test $(TEST_FLAGS) $(PKGS)

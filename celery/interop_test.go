@@ -1,0 +1,330 @@
+package celery_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	_ "github.com/omnibus-mq/omnibus/adapters/rabbitmq"
+	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/celery"
+	"github.com/omnibus-mq/omnibus/internal/brokertest"
+)
+
+// The interop tests run the real Celery from the virtual environment that
+// `make venv` creates (scripts/python-requirements.txt pins the version).
+
+const smsTask = "tasks.send_sms_code"
+
+// python returns the venv's interpreter, which has celery installed.
+func python(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("OMNIBUS_PYTHON")
+	if p == "" {
+		p, _ = filepath.Abs("../.venv/bin/python")
+	}
+	out, err := exec.Command(p, "-c", "import celery; print(celery.__version__)").CombinedOutput()
+	if err != nil {
+		if brokertest.InCI() {
+			t.Fatalf("python with celery (%s): %v %s; run: make venv", p, err, out)
+		}
+		t.Skipf("python with celery not found at %s (%v); run: make venv", p, err)
+	}
+	t.Logf("Celery %s", strings.TrimSpace(string(out)))
+	return p
+}
+
+// queueFor returns a fresh queue name and removes what Celery and omnibus
+// declare for it when the test ends.
+func queueFor(t *testing.T, url string) string {
+	t.Helper()
+	q := brokertest.Name(t)
+	t.Cleanup(func() {
+		conn, err := amqp.Dial(url)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		ch, err := conn.Channel()
+		if err != nil {
+			return
+		}
+		for _, name := range []string{q, q + ".dlq"} {
+			ch.QueueDelete(name, false, false, false)
+		}
+		ch.ExchangeDelete(q, false, false)
+	})
+	return q
+}
+
+func openBus(t *testing.T, ctx context.Context, url string) bus.Broker {
+	t.Helper()
+	b, err := bus.Open(ctx, url+"?topology=queue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// logBuffer collects a subprocess's output for the failure message and
+// reports when a line containing a marker appears.
+type logBuffer struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	marker string
+	seen   chan struct{}
+	once   sync.Once
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	if strings.Contains(l.buf.String(), l.marker) {
+		l.once.Do(func() { close(l.seen) })
+	}
+	return len(p), nil
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// startCeleryWorker runs a Celery worker (solo pool) on queue and returns
+// once it is consuming. The worker is stopped when the test ends.
+func startCeleryWorker(t *testing.T, py, url, queue, out string) *logBuffer {
+	t.Helper()
+	cmd := exec.Command(py, "-m", "celery", "-A", "sms_tasks", "worker", "-P", "solo", "-Q", queue,
+		"--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "info", "-n", "go-interop@%h")
+	cmd.Dir = "testdata"
+	cmd.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "SMS_OUT="+out)
+	logs := &logBuffer{marker: " ready.", seen: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		// Every task has been acknowledged by now, and an idle Celery 5.7
+		// worker can take ten seconds to finish even a cold shutdown.
+		cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-exited:
+		case <-time.After(2 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("celery worker log:\n%s", logs)
+		}
+	})
+	select {
+	case <-logs.seen:
+	case err := <-exited:
+		t.Fatalf("celery worker exited: %v\n%s", err, logs)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("celery worker not ready after 20s:\n%s", logs)
+	}
+	return logs
+}
+
+type smsRecord struct {
+	ID       string  `json:"id"`
+	Task     string  `json:"task"`
+	Phone    string  `json:"phone"`
+	Code     string  `json:"code"`
+	Lang     string  `json:"lang"`
+	Retries  any     `json:"retries"`
+	ETA      *string `json:"eta"`
+	RootID   string  `json:"root_id"`
+	ParentID *string `json:"parent_id"`
+	RanAt    float64 `json:"ran_at"`
+}
+
+// waitRecords waits until the Celery task has written n lines to path.
+func waitRecords(t *testing.T, ctx context.Context, path string, n int, logs *logBuffer) []smsRecord {
+	t.Helper()
+	for {
+		data, _ := os.ReadFile(path)
+		var recs []smsRecord
+		for line := range bytes.Lines(data) {
+			var r smsRecord
+			if err := json.Unmarshal(line, &r); err != nil {
+				t.Fatalf("task record %q: %v", line, err)
+			}
+			recs = append(recs, r)
+		}
+		if len(recs) >= n {
+			return recs
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the Celery worker ran %d of %d tasks:\n%s", len(recs), n, logs)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// TestCeleryWorkerRunsGoTasks: omnibus enqueues, a real Celery worker runs
+// the task, with positional and keyword arguments and with an eta.
+func TestCeleryWorkerRunsGoTasks(t *testing.T) {
+	url := brokertest.AMQP(t)
+	py := python(t)
+	queue := queueFor(t, url)
+	out := filepath.Join(t.TempDir(), "sms.jsonl")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+
+	logs := startCeleryWorker(t, py, url, queue, out)
+	b := openBus(t, ctx, url)
+
+	first, err := celery.Delay(ctx, b, queue, smsTask, "+15550100", "4711")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := celery.NewRequest(smsTask, []any{"+15550101", "0042"}, map[string]any{"lang": "fr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eta := time.Now().Add(1500 * time.Millisecond)
+	r.ETA = eta
+	second, err := celery.Apply(ctx, b, queue, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	recs := waitRecords(t, ctx, out, 2, logs)
+	byID := map[string]smsRecord{}
+	for _, rec := range recs {
+		byID[rec.ID] = rec
+	}
+	a, ok := byID[first]
+	if !ok || a.Phone != "+15550100" || a.Code != "4711" || a.Lang != "en" || a.Task != smsTask ||
+		a.Retries != float64(0) || a.ETA != nil || a.RootID != first || a.ParentID != nil {
+		t.Errorf("delay %s ran as %+v", first, a)
+	}
+	c, ok := byID[second]
+	if !ok || c.Phone != "+15550101" || c.Code != "0042" || c.Lang != "fr" || c.ETA == nil {
+		t.Fatalf("apply %s ran as %+v", second, c)
+	}
+	if ran := time.UnixMicro(int64(c.RanAt * 1e6)); ran.Before(eta.Add(-50 * time.Millisecond)) {
+		t.Errorf("the eta task ran at %v, before its eta %v", ran, eta)
+	}
+	if strings.Contains(logs.String(), "ERROR") {
+		t.Errorf("the Celery worker logged an error:\n%s", logs)
+	}
+}
+
+// TestCeleryClientToGoWorker: a real Celery client sends with delay-like
+// apply_async and with a countdown; an omnibus worker runs both, retrying
+// a failure the way Celery does.
+func TestCeleryClientToGoWorker(t *testing.T) {
+	url := brokertest.AMQP(t)
+	py := python(t)
+	queue := queueFor(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+
+	send := exec.CommandContext(ctx, py, "sms_tasks.py", "send", queue, "+15550199", "9876")
+	send.Dir = "testdata"
+	send.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "SMS_OUT="+os.DevNull)
+	sent := time.Now()
+	outb, err := send.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("celery client: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatalf("celery client: %v", err)
+	}
+	var ids struct{ Now, Later string }
+	if err := json.Unmarshal(bytes.TrimSpace(outb), &ids); err != nil {
+		t.Fatalf("celery client output %q: %v", outb, err)
+	}
+
+	b := openBus(t, ctx, url)
+	w, err := celery.NewWorker(b, queue, celery.Concurrency(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type run struct {
+		req celery.Request
+		at  time.Time
+	}
+	runs := make(chan run, 10)
+	var failedOnce sync.Once
+	w.Handle(smsTask, func(ctx context.Context, r celery.Request) error {
+		runs <- run{r, time.Now()}
+		fail := false
+		if r.ID == ids.Now {
+			failedOnce.Do(func() { fail = true })
+		}
+		if fail {
+			return bus.RetryAfter(errors.New("sms gateway busy"), 200*time.Millisecond)
+		}
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		w.Shutdown(sctx)
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}()
+
+	var nowRuns []celery.Request
+	var later *run
+	for len(nowRuns) < 2 || later == nil {
+		select {
+		case r := <-runs:
+			switch r.req.ID {
+			case ids.Now:
+				nowRuns = append(nowRuns, r.req)
+			case ids.Later:
+				later = &r
+			default:
+				t.Fatalf("unexpected task %+v", r.req)
+			}
+		case <-ctx.Done():
+			t.Fatalf("the omnibus worker ran %d runs of %s and later=%v", len(nowRuns), ids.Now, later != nil)
+		}
+	}
+	for i, r := range nowRuns {
+		var phone, code string
+		if err := r.Bind(&phone, &code); err != nil || phone != "+15550199" || code != "9876" {
+			t.Errorf("run %d: Bind %v, %q %q", i, err, phone, code)
+		}
+		if r.Retries != i || r.Lang != "py" || r.Task != smsTask || r.RootID != ids.Now || r.Origin == "" {
+			t.Errorf("run %d of the delayed task: %+v", i, r)
+		}
+	}
+	l := later.req
+	var lang string
+	if ok, err := l.Kwarg("lang", &lang); !ok || err != nil || lang != "de" {
+		t.Errorf("countdown task kwargs %v: %v %v %q", l.Kwargs, ok, err, lang)
+	}
+	if l.ETA.IsZero() || l.ETA.Sub(sent) < time.Second || l.ETA.Sub(sent) > 5*time.Second {
+		t.Errorf("countdown task eta %v, sent at %v with countdown 2s", l.ETA, sent)
+	}
+	if later.at.Before(l.ETA) {
+		t.Errorf("countdown task ran at %v, before its eta %v", later.at, l.ETA)
+	}
+}
