@@ -2,7 +2,7 @@
 
 GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
-TEST_FLAGS  ?= -race -timeout 25m
+TEST_FLAGS  ?= -race -timeout 25m -p 1
 PKGS        ?= ./...
 BROKERS     ?=
 VENV        ?= .venv
@@ -36,7 +36,8 @@ interop: BROKERS = rabbitmq redis
 interop: up venv
 	$(GO) test -race -count=1 -run Celery ./celery/...
 
-## test: start the brokers, then run every test with the race detector
+## test: start the brokers, then run every test with the race detector,
+## one package at a time: the broker tests share two cores with the brokers
 test: up venv chromium
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 

@@ -96,6 +96,10 @@ const wmKafkaMax = 960 << 10
 // same reason; messages are acknowledged by all in-sync replicas
 // (Persistent). Nack redelivers at once: a delayed Nack would hold back
 // the whole partition, so NackDelay is not declared.
+//
+// ConsumerGracefulShutdown is a known failure: Sarama commits offsets on an
+// interval, so the offset of a message acked just before the subscription
+// closes may not be committed, and the message comes back.
 func TestWatermillKafkaBackend(t *testing.T) {
 	addrs := brokers(t)
 	attempts := wmbridge.NewAttemptLog(0)
@@ -128,5 +132,10 @@ func TestWatermillKafkaBackend(t *testing.T) {
 		MaxUnsettled:   1,
 		RedeliveryWait: 6 * time.Second,
 		TopicPrefix:    "bustest-wmkafka",
+		KnownFailures: map[string]string{
+			// Seen in CI runs, not every time.
+			"ConsumerGracefulShutdown": "Sarama commits offsets on an interval, so a message acked just before " +
+				"the subscription closes can be delivered again",
+		},
 	})
 }
