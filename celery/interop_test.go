@@ -15,10 +15,12 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
 
 	_ "github.com/omnibus-mq/omnibus/adapters/rabbitmq"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/celery"
+	"github.com/omnibus-mq/omnibus/celery/redisresult"
 	"github.com/omnibus-mq/omnibus/internal/brokertest"
 )
 
@@ -327,4 +329,89 @@ func TestCeleryClientToGoWorker(t *testing.T) {
 	if later.at.Before(l.ETA) {
 		t.Errorf("countdown task ran at %v, before its eta %v", later.at, l.ETA)
 	}
+}
+
+// TestCeleryClientGetsGoResults: a Go worker runs tasks that a real Celery
+// client sent, and the client's AsyncResult.get returns the value or
+// raises the exception, read from Celery's Redis result backend.
+func TestCeleryClientGetsGoResults(t *testing.T) {
+	url := brokertest.AMQP(t)
+	redisURL := brokertest.Redis(t)
+	py := python(t)
+	queue := queueFor(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	store := redisresult.New(rdb, redisresult.Expires(time.Minute))
+
+	b := openBus(t, ctx, url)
+	w, err := celery.NewWorker(b, queue, celery.Results(store))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.HandleResult(smsTask, func(ctx context.Context, r celery.Request) (any, error) {
+		var phone, code string
+		if err := r.Bind(&phone, &code); err != nil {
+			return nil, bus.NoRetry(err)
+		}
+		if code == "bad" {
+			return nil, bus.NoRetry(&celery.Exception{Type: "ValueError", Message: "invalid code " + code})
+		}
+		return map[string]any{"sent": true, "phone": phone, "code": code}, nil
+	})
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		w.Shutdown(sctx)
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}()
+
+	client := exec.CommandContext(ctx, py, "sms_tasks.py", "results", queue, "+15550123", "2468")
+	client.Dir = "testdata"
+	client.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "CELERY_RESULT_BACKEND="+redisURL, "SMS_OUT="+os.DevNull)
+	outb, err := client.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("celery client: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatalf("celery client: %v", err)
+	}
+	var got struct {
+		OkID  string         `json:"ok_id"`
+		BadID string         `json:"bad_id"`
+		Ok    map[string]any `json:"ok"`
+		Bad   *struct {
+			Type string `json:"type"`
+			Args []any  `json:"args"`
+		} `json:"bad"`
+		BadState string `json:"bad_state"`
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(outb), &got); err != nil {
+		t.Fatalf("celery client output %q: %v", outb, err)
+	}
+	if got.Ok["sent"] != true || got.Ok["phone"] != "+15550123" || got.Ok["code"] != "2468" {
+		t.Errorf("AsyncResult.get() returned %v", got.Ok)
+	}
+	if got.Bad == nil || got.Bad.Type != "ValueError" || len(got.Bad.Args) != 1 || got.Bad.Args[0] != "invalid code bad" || got.BadState != celery.StateFailure {
+		t.Errorf("the failed task's AsyncResult.get() raised %+v, state %s", got.Bad, got.BadState)
+	}
+	res, err := store.Get(ctx, got.OkID)
+	if err != nil || res.Status != celery.StateSuccess || res.DoneAt.IsZero() {
+		t.Errorf("stored result %+v, %v", res, err)
+	}
+	if ttl := rdb.TTL(ctx, redisresult.KeyPrefix+got.OkID).Val(); ttl <= 0 || ttl > time.Minute {
+		t.Errorf("result key TTL %v, want at most a minute", ttl)
+	}
+	rdb.Del(context.Background(), redisresult.KeyPrefix+got.OkID, redisresult.KeyPrefix+got.BadID)
 }

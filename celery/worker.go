@@ -29,6 +29,11 @@ var (
 // once, or with bus.Drop to discard it.
 type HandlerFunc func(ctx context.Context, r Request) error
 
+// ResultFunc is a HandlerFunc that returns a value: with a ResultStore
+// (the Results option) it is recorded for Celery clients, unless the
+// request asks to ignore results. The value must encode as JSON.
+type ResultFunc func(ctx context.Context, r Request) (any, error)
+
 // Option configures a Worker.
 type Option func(*config)
 
@@ -38,6 +43,7 @@ type config struct {
 	backoff     bus.Backoff
 	logger      *slog.Logger
 	subscribe   bus.SubscribeOptions
+	results     ResultStore
 }
 
 // Concurrency sets how many tasks run at once. Default 1.
@@ -59,6 +65,12 @@ func Logger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 // topic). Default: the zero value, with Prefetch equal to Concurrency.
 func Subscribe(o bus.SubscribeOptions) Option { return func(c *config) { c.subscribe = o } }
 
+// Results records each task's outcome in store: SUCCESS with the value of
+// a ResultFunc, RETRY and FAILURE with the error as an exception (see
+// Exception), REVOKED for an expired task. A result that cannot be stored
+// is logged; the task is not run again for it. Default: none kept.
+func Results(store ResultStore) Option { return func(c *config) { c.results = store } }
+
 // Worker runs Celery tasks from one queue with Go handlers.
 type Worker struct {
 	b        bus.Broker
@@ -67,7 +79,7 @@ type Worker struct {
 	consumer *bus.Consumer
 
 	mu       sync.RWMutex
-	handlers map[string]HandlerFunc
+	handlers map[string]ResultFunc
 }
 
 // NewWorker returns a worker for the tasks of queue on b; register
@@ -94,7 +106,7 @@ func NewWorker(b bus.Broker, queue string, opts ...Option) (*Worker, error) {
 	if cfg.logger == nil {
 		cfg.logger = slog.Default()
 	}
-	w := &Worker{b: b, queue: queue, cfg: cfg, handlers: map[string]HandlerFunc{}}
+	w := &Worker{b: b, queue: queue, cfg: cfg, handlers: map[string]ResultFunc{}}
 	c, err := bus.NewConsumer(b, bus.ConsumerConfig{
 		Topic:       queue,
 		Subscribe:   cfg.subscribe,
@@ -111,6 +123,12 @@ func NewWorker(b bus.Broker, queue string, opts ...Option) (*Worker, error) {
 // Handle registers fn for the task named name (Celery's registered name,
 // such as "tasks.send_sms_code"). It may be called while the worker runs.
 func (w *Worker) Handle(name string, fn HandlerFunc) {
+	w.HandleResult(name, func(ctx context.Context, r Request) (any, error) { return nil, fn(ctx, r) })
+}
+
+// HandleResult registers fn, whose return value is the task's result, for
+// the task named name.
+func (w *Worker) HandleResult(name string, fn ResultFunc) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.handlers[name] = fn
@@ -137,17 +155,29 @@ func (w *Worker) handle(ctx context.Context, m *bus.Message) error {
 	now := time.Now()
 	if !r.Expires.IsZero() && now.After(r.Expires) {
 		w.cfg.logger.Info("celery: task expired; discarding it", "task", r.Task, "id", r.ID, "expires", r.Expires)
-		return bus.Drop(fmt.Errorf("%w: %s (id %s)", ErrExpired, r.Task, r.ID))
+		err := fmt.Errorf("%w: %s (id %s)", ErrExpired, r.Task, r.ID)
+		w.store(ctx, r, StateRevoked, map[string]any{
+			"exc_type": "TaskRevokedError", "exc_message": []any{"expired"}, "exc_module": "celery.exceptions"}, err)
+		return bus.Drop(err)
 	}
 	if !r.ETA.IsZero() && r.ETA.After(now) {
 		return bus.Postpone(r.ETA.Sub(now))
 	}
-	err = run(ctx, fn, r)
-	if err == nil || errors.Is(err, bus.ErrDrop) || errors.Is(err, bus.ErrNoRetry) {
+	value, err := run(ctx, fn, r)
+	switch {
+	case err == nil:
+		w.store(ctx, r, StateSuccess, value, nil)
+		return nil
+	case errors.Is(err, bus.ErrDrop):
+		return err
+	case errors.Is(err, bus.ErrNoRetry):
+		w.store(ctx, r, StateFailure, exceptionValue(err), err)
 		return err
 	}
 	if w.cfg.maxRetries >= 0 && r.Retries >= w.cfg.maxRetries {
-		return bus.NoRetry(fmt.Errorf("celery: %s (id %s) failed after %d retries: %w", r.Task, r.ID, r.Retries, err))
+		err = fmt.Errorf("celery: %s (id %s) failed after %d retries: %w", r.Task, r.ID, r.Retries, err)
+		w.store(ctx, r, StateFailure, exceptionValue(err), err)
+		return bus.NoRetry(err)
 	}
 	delay, ok := bus.RetryDelay(err)
 	if !ok {
@@ -160,15 +190,38 @@ func (w *Worker) handle(ctx context.Context, m *bus.Message) error {
 	}
 	w.cfg.logger.Info("celery: task failed; retrying", "task", r.Task, "id", r.ID,
 		"retries", r.Retries+1, "countdown", delay, "error", err)
+	w.store(ctx, r, StateRetry, exceptionValue(err), err)
 	return nil
+}
+
+// store records a result when the worker keeps them and the request
+// wants them; err, when not nil, gives the traceback text.
+func (w *Worker) store(ctx context.Context, r Request, status string, value any, err error) {
+	if w.cfg.results == nil || r.IgnoreResult {
+		return
+	}
+	res := Result{TaskID: r.ID, Status: status, Value: value, ParentID: r.ParentID, GroupID: r.Group}
+	if status != StateRetry {
+		res.DoneAt = time.Now()
+	}
+	var pe *bus.PanicError
+	switch {
+	case errors.As(err, &pe):
+		res.Traceback = string(pe.Stack)
+	case err != nil:
+		res.Traceback = err.Error()
+	}
+	if serr := w.cfg.results.StoreResult(ctx, res); serr != nil {
+		w.cfg.logger.Error("celery: storing a task's result failed", "task", r.Task, "id", r.ID, "status", status, "error", serr)
+	}
 }
 
 // run calls fn, turning a panic into an error so that it is retried like
 // any failure.
-func run(ctx context.Context, fn HandlerFunc, r Request) (err error) {
+func run(ctx context.Context, fn ResultFunc, r Request) (v any, err error) {
 	defer func() {
-		if v := recover(); v != nil {
-			err = &bus.PanicError{Value: v, Stack: debug.Stack()}
+		if p := recover(); p != nil {
+			err = &bus.PanicError{Value: p, Stack: debug.Stack()}
 		}
 	}()
 	return fn(ctx, r)

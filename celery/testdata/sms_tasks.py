@@ -3,9 +3,10 @@ that runs it, and a client that sends it. The Go tests drive it.
 
     celery -A sms_tasks worker -P solo -Q QUEUE       run the tasks
     python sms_tasks.py send QUEUE PHONE CODE         delay + apply_async
+    python sms_tasks.py results QUEUE PHONE CODE      send two, print their results
 
-Environment: CELERY_BROKER_URL, and SMS_OUT, the file the task appends a
-JSON line to for each run.
+Environment: CELERY_BROKER_URL; CELERY_RESULT_BACKEND for results; SMS_OUT,
+the file the task appends a JSON line to for each run.
 """
 import json
 import os
@@ -14,7 +15,8 @@ import time
 
 from celery import Celery
 
-app = Celery("sms_tasks", broker=os.environ["CELERY_BROKER_URL"])
+app = Celery("sms_tasks", broker=os.environ["CELERY_BROKER_URL"],
+             backend=os.environ.get("CELERY_RESULT_BACKEND"))
 app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_prefetch_multiplier=1,
@@ -49,8 +51,25 @@ def send(queue, phone, code):
     print(json.dumps({"now": now.id, "later": later.id}), flush=True)
 
 
+def results(queue, phone, code):
+    """Sends a task that succeeds and one that fails (code "bad"), and
+    prints what AsyncResult.get returns and raises."""
+    ok = send_sms_code.apply_async((phone, code), queue=queue)
+    bad = send_sms_code.apply_async((phone, "bad"), queue=queue)
+    out = {"ok_id": ok.id, "bad_id": bad.id, "ok": ok.get(timeout=20)}
+    try:
+        bad.get(timeout=20)
+        out["bad"] = None
+    except Exception as exc:
+        out["bad"] = {"type": type(exc).__name__, "args": list(exc.args)}
+    out["bad_state"] = bad.state
+    print(json.dumps(out), flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "send":
         send(*sys.argv[2:5])
+    elif sys.argv[1] == "results":
+        results(*sys.argv[2:5])
     else:
         sys.exit("unknown command " + sys.argv[1])
