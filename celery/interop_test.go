@@ -260,7 +260,7 @@ func TestCeleryClientToGoWorker(t *testing.T) {
 	}
 
 	b := openBus(t, ctx, url)
-	w, err := celery.NewWorker(b, queue, celery.Concurrency(2))
+	w, err := celery.NewWorker(b, queue, celery.Concurrency(2), celery.Logger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +351,7 @@ func TestCeleryClientGetsGoResults(t *testing.T) {
 	store := redisresult.New(rdb, redisresult.Expires(time.Minute))
 
 	b := openBus(t, ctx, url)
-	w, err := celery.NewWorker(b, queue, celery.Results(store))
+	w, err := celery.NewWorker(b, queue, celery.Results(store), celery.Logger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
