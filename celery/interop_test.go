@@ -62,7 +62,12 @@ func queueFor(t *testing.T, url string) string {
 		if err != nil {
 			return
 		}
-		for _, name := range []string{q, q + ".dlq"} {
+		// The RabbitMQ adapter's retry queues for the delays used here.
+		names := []string{q, q + ".dlq"}
+		for _, ms := range []string{"50", "100", "250", "500", "1000", "2000", "5000"} {
+			names = append(names, q+".retry."+ms+"ms")
+		}
+		for _, name := range names {
 			ch.QueueDelete(name, false, false, false)
 		}
 		ch.ExchangeDelete(q, false, false)
@@ -414,4 +419,75 @@ func TestCeleryClientGetsGoResults(t *testing.T) {
 		t.Errorf("result key TTL %v, want at most a minute", ttl)
 	}
 	rdb.Del(context.Background(), redisresult.KeyPrefix+got.OkID, redisresult.KeyPrefix+got.BadID)
+}
+
+// TestGoRetryRunsOnCeleryWorker: a Go worker fails a task a Celery client
+// sent and sends Celery's retry; a Celery worker then runs that retry.
+// The typed headers (retries, timelimit, nulls) pass through omnibus and
+// back to Celery intact.
+func TestGoRetryRunsOnCeleryWorker(t *testing.T) {
+	url := brokertest.AMQP(t)
+	py := python(t)
+	queue := queueFor(t, url)
+	out := filepath.Join(t.TempDir(), "sms.jsonl")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+
+	send := exec.CommandContext(ctx, py, "sms_tasks.py", "send", queue, "+15550142", "1357")
+	send.Dir = "testdata"
+	send.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "SMS_OUT="+os.DevNull)
+	outb, err := send.Output()
+	if err != nil {
+		t.Fatalf("celery client: %v", err)
+	}
+	var ids struct{ Now, Later string }
+	if err := json.Unmarshal(bytes.TrimSpace(outb), &ids); err != nil {
+		t.Fatalf("celery client output %q: %v", outb, err)
+	}
+
+	// The Go worker fails the immediate task once and postpones the
+	// countdown one; both go back to the queue through omnibus.
+	b := openBus(t, ctx, url)
+	w, err := celery.NewWorker(b, queue, celery.Logger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := make(chan struct{})
+	w.Handle(smsTask, func(ctx context.Context, r celery.Request) error {
+		if r.ID == ids.Now && r.Retries == 0 {
+			close(failed)
+			return bus.RetryAfter(errors.New("sms gateway busy"), time.Second)
+		}
+		t.Errorf("the Go worker ran %+v; it should have left it to Celery", r)
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	select {
+	case <-failed:
+	case <-ctx.Done():
+		t.Fatal("the Go worker did not get the task")
+	}
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	w.Shutdown(sctx)
+	if err := <-done; err != nil {
+		t.Fatalf("worker: %v", err)
+	}
+
+	logs := startCeleryWorker(t, py, url, queue, out)
+	recs := waitRecords(t, ctx, out, 2, logs)
+	byID := map[string]smsRecord{}
+	for _, rec := range recs {
+		byID[rec.ID] = rec
+	}
+	if r, ok := byID[ids.Now]; !ok || r.Retries != float64(1) || r.ETA == nil || r.Phone != "+15550142" || r.Code != "1357" {
+		t.Errorf("the retried task ran on Celery as %+v", r)
+	}
+	if r, ok := byID[ids.Later]; !ok || r.Retries != float64(0) || r.ETA == nil || r.Lang != "de" {
+		t.Errorf("the countdown task ran on Celery as %+v", r)
+	}
+	if strings.Contains(logs.String(), "ERROR") {
+		t.Errorf("the Celery worker logged an error:\n%s", logs)
+	}
 }
