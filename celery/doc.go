@@ -38,5 +38,24 @@
 // rather than held in memory, so it takes no prefetch slot. An expired
 // task is discarded. A failed task is sent again as Celery's retry does,
 // with retries one higher and a countdown, until MaxRetries is reached;
-// then it goes to the queue's dead-letter topic.
+// then it goes to the queue's dead-letter topic. A task with a name no
+// handler is registered for, and a message that is not a Celery task, go
+// to the dead-letter topic too, where a Celery worker would discard them;
+// so a Go worker and a Python worker should not share a queue unless
+// both know every task sent to it.
+//
+// # Results
+//
+// With the Results option a Worker records each outcome for Celery
+// clients: celery/redisresult writes Celery's Redis result backend
+// format, so AsyncResult(id).get() in Python returns a Go handler's value
+// (HandleResult) or raises its error (see Exception).
+//
+// # Limits
+//
+// Only the JSON serializer is read; messages in pickle, yaml or msgpack
+// are refused with ErrContentType. Encode does not set RabbitMQ's
+// per-message expiration, which Celery adds when a task expires; workers
+// check the expires header themselves. Canvas fields (callbacks, chains,
+// chords) are carried in Request.Embed but not acted on.
 package celery
