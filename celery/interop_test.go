@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -489,5 +490,100 @@ func TestGoRetryRunsOnCeleryWorker(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "ERROR") {
 		t.Errorf("the Celery worker logged an error:\n%s", logs)
+	}
+}
+
+// kind is the JSON kind of an AMQP header value, which is what Celery
+// cares about (Python does not tell int32 from int64).
+func kind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case string, []byte:
+		return "string"
+	case bool:
+		return "bool"
+	case int8, int16, int32, int64, int, uint8, uint16, uint32, float32, float64:
+		return "number"
+	case []any:
+		return "list"
+	case amqp.Table:
+		return "table"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// TestEncodeMatchesCelery compares, as RabbitMQ carries them, a message
+// the real Celery client sends with the one Delay sends for the same call:
+// every header Celery sets, with the same kind of value, the same
+// properties and the same body layout.
+func TestEncodeMatchesCelery(t *testing.T) {
+	url := brokertest.AMQP(t)
+	py := python(t)
+	fromCelery, fromGo := queueFor(t, url), queueFor(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	send := exec.CommandContext(ctx, py, "sms_tasks.py", "send", fromCelery, "+15550100", "4711")
+	send.Dir = "testdata"
+	send.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "SMS_OUT="+os.DevNull)
+	if out, err := send.CombinedOutput(); err != nil {
+		t.Fatalf("celery client: %v\n%s", err, out)
+	}
+	b := openBus(t, ctx, url)
+	if _, err := celery.Delay(ctx, b, fromGo, smsTask, "+15550100", "4711"); err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(q string) amqp.Delivery {
+		d, ok, err := ch.Get(q, true)
+		if err != nil || !ok {
+			t.Fatalf("get from %s: %v %v", q, ok, err)
+		}
+		return d
+	}
+	py1, go1 := get(fromCelery), get(fromGo)
+
+	for k, v := range py1.Headers {
+		g, ok := go1.Headers[k]
+		if !ok {
+			t.Errorf("Celery sets header %s (%v); Delay does not", k, v)
+			continue
+		}
+		// Like Celery's send_task, which also calls a task by name, Delay
+		// leaves ignore_result null so that the task's own setting applies;
+		// a task object's apply_async fills in that setting.
+		if k == "ignore_result" && g == nil {
+			continue
+		}
+		if kind(g) != kind(v) {
+			t.Errorf("header %s: Celery sends a %s (%v), Delay a %s (%v)", k, kind(v), v, kind(g), g)
+		}
+	}
+	if go1.ContentType != py1.ContentType || go1.ContentEncoding != py1.ContentEncoding || go1.DeliveryMode != py1.DeliveryMode {
+		t.Errorf("properties: Celery %q %q %d, Delay %q %q %d", py1.ContentType, py1.ContentEncoding, py1.DeliveryMode,
+			go1.ContentType, go1.ContentEncoding, go1.DeliveryMode)
+	}
+	if go1.CorrelationId != go1.Headers["id"] || py1.CorrelationId != py1.Headers["id"] {
+		t.Errorf("correlation ids: Celery %s for %v, Delay %s for %v", py1.CorrelationId, py1.Headers["id"], go1.CorrelationId, go1.Headers["id"])
+	}
+	var pyBody, goBody []any
+	if err := json.Unmarshal(py1.Body, &pyBody); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(go1.Body, &goBody); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(pyBody) != fmt.Sprint(goBody) {
+		t.Errorf("bodies differ: Celery %s, Delay %s", py1.Body, go1.Body)
 	}
 }
