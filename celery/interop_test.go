@@ -122,6 +122,11 @@ func startCeleryWorker(t *testing.T, py, url, queue, out string) *logBuffer {
 	cmd.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "SMS_OUT="+out)
 	logs := &logBuffer{marker: " ready.", seen: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = logs, logs
+	// Its own process group, so that Kill reaches any process the worker
+	// started; and a bound on waiting for output pipes that such a process
+	// might keep open, so that a cleanup can never hang.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 3 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +139,7 @@ func startCeleryWorker(t *testing.T, py, url, queue, out string) *logBuffer {
 		select {
 		case <-exited:
 		case <-time.After(2 * time.Second):
-			cmd.Process.Kill()
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-exited
 		}
 		if t.Failed() {
