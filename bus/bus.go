@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 )
@@ -87,6 +88,19 @@ type NackOptions struct {
 	// message can wait for its time (a task's countdown) without using up
 	// its attempts or being dead-lettered.
 	Postpone bool
+}
+
+// CheckCall returns the error every Publish and Subscribe starts with, so
+// that backends agree on it: ErrClosed when the client is closed, an
+// ErrInvalidMessage for an empty topic name, or ctx's error.
+func CheckCall(ctx context.Context, closed bool, topic string) error {
+	if closed {
+		return ErrClosed
+	}
+	if topic == "" {
+		return fmt.Errorf("%w: empty topic name", ErrInvalidMessage)
+	}
+	return ctx.Err()
 }
 
 // DefaultGroup is the group used when SubscribeOptions.Group is empty.

@@ -270,13 +270,7 @@ func (c *Client) check(ctx context.Context, topic string) error {
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
-	if closed {
-		return bus.ErrClosed
-	}
-	if topic == "" {
-		return fmt.Errorf("%w: empty topic name", bus.ErrInvalidMessage)
-	}
-	return ctx.Err()
+	return bus.CheckCall(ctx, closed, topic)
 }
 
 // Subscribe joins opts.Group on topic, creating the group when it does not

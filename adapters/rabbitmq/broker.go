@@ -346,13 +346,7 @@ func (b *Broker) check(ctx context.Context, topic string) error {
 	b.mu.Lock()
 	closed := b.closed
 	b.mu.Unlock()
-	if closed {
-		return bus.ErrClosed
-	}
-	if topic == "" {
-		return fmt.Errorf("%w: empty topic name", bus.ErrInvalidMessage)
-	}
-	return ctx.Err()
+	return bus.CheckCall(ctx, closed, topic)
 }
 
 // pubChannel is a confirm-mode channel shared by concurrent publishers.

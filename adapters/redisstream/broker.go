@@ -193,13 +193,7 @@ func (b *Broker) check(ctx context.Context, topic string) error {
 	b.mu.Lock()
 	closed := b.closed
 	b.mu.Unlock()
-	if closed {
-		return bus.ErrClosed
-	}
-	if topic == "" {
-		return fmt.Errorf("%w: empty topic name", bus.ErrInvalidMessage)
-	}
-	return ctx.Err()
+	return bus.CheckCall(ctx, closed, topic)
 }
 
 // Publish appends msgs to the stream named topic with one XADD each, all
