@@ -25,6 +25,15 @@ type Target struct {
 	Name string
 	// URL is what bus.Open is given.
 	URL string
+	// Open, when set, connects to URL in place of the suite's Open: a
+	// comparison runs the same workload through other clients of the same
+	// broker this way.
+	Open func(ctx context.Context, url string) (bus.Broker, error) `json:"-"`
+	// Cleanup, when set, replaces Cleanup for this target's topics.
+	Cleanup func(ctx context.Context, url, topic, group string) error `json:"-"`
+	// Client, when set, describes the code that Open speaks through, in
+	// place of the adapter Probe infers from the URL's scheme.
+	Client *Client `json:"-"`
 }
 
 // BrokerInfo records what a benchmark ran against: the broker, the client
@@ -93,6 +102,11 @@ func Probe(ctx context.Context, t Target) BrokerInfo {
 		info.Client.Adapter = u.Scheme + " (adapter not known to bench)"
 		info.Durability.Summary = unknown
 		info.Notes = append(info.Notes, "bench knows no probe for the "+u.Scheme+" scheme")
+	}
+	if t.Client != nil {
+		c := *t.Client
+		c.OmnibusVersion = info.Client.OmnibusVersion
+		info.Client = c
 	}
 	return info
 }

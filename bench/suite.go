@@ -107,11 +107,16 @@ func (r *Runner) Run(ctx context.Context, kind string, w Workload, reps int) Res
 	if kind == KindMax && w.MaxBacklog > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("closed loop: producers pause while more than %d messages are unconsumed", w.MaxBacklog))
 	}
-	open := r.Open
+	open, cleanup := r.Open, r.Cleanup
+	if r.Target.Open != nil {
+		open = r.Target.Open
+	}
 	if open == nil {
 		open = bus.Open
 	}
-	cleanup := r.Cleanup
+	if r.Target.Cleanup != nil {
+		cleanup = r.Target.Cleanup
+	}
 	if cleanup == nil {
 		cleanup = Cleanup
 	}
@@ -282,6 +287,14 @@ type Suite struct {
 	Progress *Progress
 }
 
+// openOf is how the suite connects to t.
+func (s *Suite) openOf(t Target) func(context.Context, string) (bus.Broker, error) {
+	if t.Open != nil {
+		return t.Open
+	}
+	return s.Open
+}
+
 // Planned estimates the suite's running time, for progress displays.
 func (s *Suite) Planned() time.Duration {
 	reps := max(s.Repetitions, 1)
@@ -312,7 +325,7 @@ func (s *Suite) Run(ctx context.Context) (*Report, error) {
 	var errs []error
 	for _, t := range s.Targets {
 		info := Probe(ctx, t)
-		info.Features = features(ctx, s.Open, t.URL)
+		info.Features = features(ctx, s.openOf(t), t.URL)
 		if u, err := url.Parse(t.URL); err == nil && u.Scheme != "kafka" {
 			info.Notes = append(info.Notes, "workload partitions apply to Kafka only: here a topic is one queue or stream per group")
 		}
