@@ -74,6 +74,17 @@ bench:
 	esac
 	$(GO) run -buildvcs=true ./cmd/omnibus bench -out $(BENCH_OUT) -note "$(BENCH_NOTE)" $(BENCH_FLAGS) $(BROKER)
 
+## compare: the same workloads through omnibus, the raw clients and watermill on
+## BROKER (rabbitmq, redis, kafka or all; memory has nothing to compare), plus
+## the SMS task workload and, on Redis, the pipelining measurement. Writes
+## comparisons/results/<broker>/COMPARISON.md. COMPARE_FLAGS passes flags.
+COMPARE_FLAGS ?=
+.PHONY: compare
+compare:
+	@b="$(BROKER)"; [ "$$b" = memory ] && b=all; \
+	if [ "$$b" = all ]; then scripts/brokers up; else for x in $$(echo "$$b" | tr , ' '); do scripts/brokers up "$$x"; done; fi; \
+	$(GO) run ./comparisons -broker "$$b" $(COMPARE_FLAGS)
+
 ## chromium: install Debian's chromium when missing; the HTML report test renders in it
 chromium:
 	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "$$CHROMIUM" ]; then exit 0; fi; \

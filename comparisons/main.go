@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,6 +98,10 @@ type config struct {
 	only       []string
 	skipEngine bool
 	note       string
+	tasks      int
+	taskConc   []int
+	pipeOps    int
+	pipeTime   time.Duration
 }
 
 func main() {
@@ -123,13 +128,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.note, "note", "", "a note recorded in the results")
 	clientsFlag := fs.String("clients", "", "comma-separated contender names to run (default: all of the broker's)")
 	fs.BoolVar(&c.skipEngine, "phases-only", false, "run the publish and consume phases only, not the end-to-end runs")
+	fs.IntVar(&c.tasks, "tasks", 20_000, "SMS send tasks each task run drains; 0 skips the task workload")
+	taskConc := fs.String("task-concurrency", "8,64", "worker concurrencies of the task workload")
+	fs.IntVar(&c.pipeOps, "pipeline-ops", 2000, "Redis only: sequential operations per pipeline mode; 0 skips it")
+	fs.DurationVar(&c.pipeTime, "pipeline-time", 2*time.Second, "Redis only: throughput time per pipeline mode")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var probs []error
+	for _, f := range strings.Split(*taskConc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			probs = append(probs, fmt.Errorf("-task-concurrency %q: want whole numbers of at least 1", *taskConc))
+			break
+		}
+		c.taskConc = append(c.taskConc, n)
 	}
 	if *clientsFlag != "" {
 		c.only = strings.Split(*clientsFlag, ",")
 	}
-	var probs []error
 	if c.size < bench.HeaderSize {
 		probs = append(probs, fmt.Errorf("-size %d: want at least %d", c.size, bench.HeaderSize))
 	}
@@ -166,12 +183,16 @@ type Run struct {
 	Broker    string        `json:"broker"`
 	Command   string        `json:"command"`
 	Note      string        `json:"note,omitempty"`
+	Size      int           `json:"message_size"`
 	Started   time.Time     `json:"started"`
 	Finished  time.Time     `json:"finished"`
 	Machine   bench.Machine `json:"machine"`
 	LoadStart string        `json:"loadavg_start"`
 	LoadEnd   string        `json:"loadavg_end"`
 	Phases    []Phase       `json:"phases"`
+	Tasks     []TaskResult  `json:"sms_tasks,omitempty"`
+	// Pipelines is the Redis pipelining measurement (Redis only).
+	Pipelines []PipelineResult `json:"redis_pipelines,omitempty"`
 }
 
 // Phase is one publish-only or consume-only measurement of one contender.
@@ -203,7 +224,7 @@ func compare(ctx context.Context, p brokerPlan, c config, stdout, stderr io.Writ
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	run := Run{Broker: p.name, Command: bench.CommandLine(), Note: c.note, Started: time.Now(),
+	run := Run{Broker: p.name, Command: bench.CommandLine(), Note: c.note, Size: c.size, Started: time.Now(),
 		Machine: bench.ReadMachine(), LoadStart: loadavg()}
 	var cs []contender
 	for _, k := range p.contenders {
@@ -244,6 +265,28 @@ func compare(ctx context.Context, p brokerPlan, c config, stdout, stderr io.Writ
 		if werr := bench.WriteDir(dir, rep); werr != nil {
 			errs = append(errs, werr)
 		}
+	}
+	if c.tasks > 0 {
+		for _, conc := range c.taskConc {
+			if ctx.Err() != nil {
+				break
+			}
+			fmt.Fprintf(stderr, "== %s · SMS tasks, worker concurrency %d\n", p.name, conc)
+			r := smsTasks(ctx, rawURL, c.tasks, conc)
+			fmt.Fprintf(stderr, "   %d tasks in %.2fs = %.0f tasks/s %s\n", r.Tasks, r.Seconds, r.PerSecond, r.Error)
+			run.Tasks = append(run.Tasks, r)
+			if r.Error != "" {
+				errs = append(errs, fmt.Errorf("sms tasks, concurrency %d: %s", conc, r.Error))
+			}
+		}
+	}
+	if p.name == "redis" && c.pipeOps > 0 && ctx.Err() == nil {
+		fmt.Fprintf(stderr, "== redis · pipelines\n")
+		res, err := pipelines(ctx, rawURL, c.pipeOps, c.pipeTime)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pipelines: %w", err))
+		}
+		run.Pipelines = res
 	}
 	run.Finished, run.LoadEnd = time.Now(), loadavg()
 	f, err := os.Create(filepath.Join(dir, "phases.json"))

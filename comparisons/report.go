@@ -81,7 +81,7 @@ func writeComparison(w io.Writer, p brokerPlan, cs []contender, run Run, rep *be
 		}
 		return v, who
 	}
-	fmt.Fprintf(w, "## Publish alone, then consume alone (%s messages, msg/s)\n\n", bench.SizeLabel(1024))
+	fmt.Fprintf(w, "## Publish alone, then consume alone (%s messages, msg/s)\n\n", bench.SizeLabel(run.Size))
 	fmt.Fprintf(w, "Each contender publishes to a fresh topic (acknowledged by the broker), then drains it. ")
 	fmt.Fprintf(w, "\"of raw\" is the share of the best raw client's rate in the same phase.\n\n")
 	fmt.Fprintf(w, "| contender | %s |\n", strings.Join(phaseNames, " | "))
@@ -109,6 +109,12 @@ func writeComparison(w io.Writer, p brokerPlan, cs []contender, run Run, rep *be
 		fmt.Fprintf(w, "- error, %s: %s\n", k, e)
 	}
 
+	if len(run.Tasks) > 0 {
+		writeTasks(w, run.Tasks)
+	}
+	if len(run.Pipelines) > 0 {
+		writePipelines(w, run.Pipelines)
+	}
 	if rep == nil {
 		return
 	}
