@@ -51,3 +51,33 @@ func TestComparisonRatios(t *testing.T) {
 		}
 	}
 }
+
+func TestGoals(t *testing.T) {
+	val := map[string]map[string]float64{
+		"consume": {"omnibus": 50_000, "go-redis": 60_000, "watermill-redisstream": 4_000},
+	}
+	roles := map[string]string{"go-redis": "raw", "watermill-redisstream": "watermill", "omnibus": "omnibus"}
+	best := func(phase, role string) (float64, string) {
+		var v float64
+		var who string
+		for k, r := range roles {
+			if r == role && val[phase][k] > v {
+				v, who = val[phase][k], k
+			}
+		}
+		return v, who
+	}
+	var b strings.Builder
+	writeGoals(&b, "redis", val, best, 95, 100, 6.5)
+	out := b.String()
+	for _, want := range []string{
+		"| omnibus ≥ 90 % of the best raw client (go-redis), consume | 83 % | no |",
+		"| omnibus ≥ 90 % of the best raw client, end to end maximum | 95 % | yes |",
+		"| omnibus ≥ 10× watermill-redisstream consuming, consume | 12.5× | yes |",
+		"| omnibus e2e p99 < 5 ms at half its maximum | 6.50 ms | no |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+}

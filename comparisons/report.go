@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/omnibus-mq/omnibus/bench"
@@ -182,5 +183,85 @@ func writeComparison(w io.Writer, p brokerPlan, cs []contender, run Run, rep *be
 	}
 	o := maxOf[p.name+"/omnibus"]
 	fmt.Fprintf(w, "\nomnibus end to end: %s of the best raw client's maximum, %s watermill's.\n", pct(o, bestRaw), times(o, bestWm))
+	writeGoals(w, p.name, val, best, o, bestRaw, halfP99(rep, p.name+"/omnibus"))
 	fmt.Fprintf(w, "\nFull engine results: results.json, summary.md, report.html beside this file; phases: phases.json.\n")
+}
+
+// halfP99 is the median p99 end-to-end latency of target's run at half its
+// maximum, or -1.
+func halfP99(rep *bench.Report, target string) float64 {
+	for _, r := range rep.Results {
+		if r.Target == target && r.Kind == bench.KindFixed && r.EndToEnd != nil {
+			return r.EndToEnd.P99.Median
+		}
+	}
+	return -1
+}
+
+// goal is one line of the goals table.
+type goal struct {
+	text     string
+	measured string
+	met      bool
+	known    bool
+}
+
+// writeGoals checks the run against the project's stated goals (2-core
+// machine, loopback, 1 KB, equal durability).
+func writeGoals(w io.Writer, broker string, val map[string]map[string]float64,
+	best func(phase, role string) (float64, string), e2e, e2eRaw, p99 float64) {
+	var gs []goal
+	ratioGoal := func(text string, a, b, want float64, asPct bool) {
+		g := goal{text: text, known: a > 0 && b > 0}
+		if g.known {
+			g.met = a/b >= want
+			if asPct {
+				g.measured = pct(a, b)
+			} else {
+				g.measured = times(a, b)
+			}
+		}
+		gs = append(gs, g)
+	}
+	phases := make([]string, 0, len(val))
+	for ph := range val {
+		phases = append(phases, ph)
+	}
+	slices.Sort(phases)
+	for _, ph := range phases {
+		r, who := best(ph, "raw")
+		ratioGoal(fmt.Sprintf("omnibus ≥ 90 %% of the best raw client (%s), %s", who, ph), val[ph]["omnibus"], r, 0.9, true)
+	}
+	ratioGoal("omnibus ≥ 90 % of the best raw client, end to end maximum", e2e, e2eRaw, 0.9, true)
+	for _, ph := range phases {
+		wm, who := best(ph, "watermill")
+		switch {
+		case broker == "rabbitmq" && strings.HasPrefix(ph, "publish"):
+			ratioGoal(fmt.Sprintf("omnibus ≥ 2.5× %s publishing with confirms, %s", who, ph), val[ph]["omnibus"], wm, 2.5, false)
+		case broker == "redis" && strings.HasPrefix(ph, "consume"):
+			ratioGoal(fmt.Sprintf("omnibus ≥ 10× %s consuming, %s", who, ph), val[ph]["omnibus"], wm, 10, false)
+		case broker == "kafka" && strings.HasPrefix(ph, "publish"):
+			ratioGoal(fmt.Sprintf("omnibus ≥ 5× %s producing, %s", who, ph), val[ph]["omnibus"], wm, 5, false)
+		}
+	}
+	limit := 5.0
+	if broker == "kafka" {
+		limit = 20
+	}
+	g := goal{text: fmt.Sprintf("omnibus e2e p99 < %.0f ms at half its maximum", limit), known: p99 >= 0}
+	if g.known {
+		g.met, g.measured = p99 < limit, fmt.Sprintf("%.2f ms", p99)
+	}
+	gs = append(gs, g)
+	fmt.Fprintf(w, "\n## Goals\n\n| goal | measured | met |\n|---|---|---|\n")
+	for _, g := range gs {
+		met := "no"
+		switch {
+		case !g.known:
+			met, g.measured = "not measured", "–"
+		case g.met:
+			met = "yes"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", g.text, g.measured, met)
+	}
 }
