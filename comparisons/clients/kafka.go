@@ -44,25 +44,63 @@ func parseKafka(rawURL string) (*kafkaTarget, error) {
 	return t, nil
 }
 
-// topic creates topic with the URL's partitions (replication 1) once; an
-// existing topic is used as it is.
+// topic creates topic with the URL's partitions (replication 1) once, an
+// existing topic being used as it is, and waits until every partition has
+// a leader, as the kafka adapter does, so the first publish does not race
+// the election. A broker that is briefly unavailable is asked again for up
+// to 30 seconds.
 func (t *kafkaTarget) topic(ctx context.Context, topic string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.made[topic] {
 		return nil
 	}
-	c := &kafka.Client{Addr: kafka.TCP(t.addrs...), Timeout: 20 * time.Second}
-	res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
-		{Topic: topic, NumPartitions: t.partitions, ReplicationFactor: 1}}})
-	if err != nil {
-		return err
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c := &kafka.Client{Addr: kafka.TCP(t.addrs...), Timeout: 10 * time.Second}
+	created := false
+	for {
+		err := func() error {
+			if !created {
+				res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
+					{Topic: topic, NumPartitions: t.partitions, ReplicationFactor: 1}}})
+				if err != nil {
+					return err
+				}
+				if err := res.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+					return err
+				}
+				created = true
+			}
+			md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+			if err != nil {
+				return err
+			}
+			for _, mt := range md.Topics {
+				if mt.Error != nil {
+					return mt.Error
+				}
+				if len(mt.Partitions) < t.partitions {
+					return fmt.Errorf("topic %s has %d of %d partitions", topic, len(mt.Partitions), t.partitions)
+				}
+				for _, p := range mt.Partitions {
+					if p.Error != nil || p.Leader.Host == "" {
+						return fmt.Errorf("topic %s partition %d has no leader yet", topic, p.ID)
+					}
+				}
+			}
+			return nil
+		}()
+		if err == nil {
+			t.made[topic] = true
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("create topic %s: %w", topic, err)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	if err := res.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return err
-	}
-	t.made[topic] = true
-	return nil
 }
 
 // KafkaGo is a Kafka connection through segmentio/kafka-go directly: a
