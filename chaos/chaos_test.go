@@ -28,8 +28,12 @@ const (
 // defaultMessages keeps the run that `go test ./...` makes short.
 const defaultMessages = 200
 
+// logs returns the last log lines of the adapters in this process.
+var logs = func() string { return "" }
+
 func TestMain(m *testing.M) {
 	chaos.RunChildIfAsked()
+	logs = chaos.CaptureLogs(60)
 	os.Exit(m.Run())
 }
 
@@ -148,7 +152,7 @@ func TestChaos(t *testing.T) {
 						t.Log(r.Note)
 					}
 					if r.Err != "" {
-						t.Errorf("%s\nbroker logs:\n%s", r.Err, inst.Logs())
+						t.Errorf("%s\n%s\nbroker logs:\n%s", r.Err, logs(), inst.Logs())
 					}
 				})
 			}

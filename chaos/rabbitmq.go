@@ -76,7 +76,7 @@ func (r *RabbitMQ) prepare() error {
 		}
 	}
 	files := map[string]string{
-		"rabbitmq.conf": fmt.Sprintf("listeners.tcp.default = 127.0.0.1:%d\n", r.port),
+		"rabbitmq.conf":   fmt.Sprintf("listeners.tcp.default = 127.0.0.1:%d\n", r.port),
 		"enabled_plugins": "[].\n",
 		// Replaces /etc/rabbitmq/rabbitmq-env.conf, which names the
 		// shared node.

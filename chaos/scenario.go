@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,12 +57,46 @@ func (s Scenario) run(ctx context.Context, e *Env) Result {
 	ctx, cancel := context.WithTimeoutCause(ctx, e.Deadline, fmt.Errorf("scenario deadline of %v passed", e.Deadline))
 	defer cancel()
 	start := time.Now()
-	r, err := s.Run(ctx, e)
+	type outcome struct {
+		r   Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		r, err := s.Run(ctx, e)
+		done <- outcome{r, err}
+	}()
+	var o outcome
+	select {
+	case o = <-done:
+	case <-time.After(e.Deadline + hangGrace):
+		// Something ignored the deadline: report where it is stuck
+		// rather than hang the run.
+		o.err = fmt.Errorf("scenario still running %v past its deadline; stuck goroutines:\n%s", hangGrace, stacks())
+	}
+	r := o.r
 	r.Scenario, r.Broker, r.Duration = s.Name, e.Instance.Name(), time.Since(start)
-	if err != nil {
-		r.Err = err.Error()
+	if o.err != nil {
+		r.Err = o.err.Error()
 	}
 	return r
+}
+
+// hangGrace is how long past its deadline a scenario may take to return
+// (closing connections, stopping consumers).
+const hangGrace = 90 * time.Second
+
+// stacks returns the stacks of the goroutines in omnibus code.
+func stacks() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var keep []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "omnibus-mq/omnibus/adapters") || strings.Contains(g, "omnibus-mq/omnibus/chaos.publisher") {
+			keep = append(keep, g)
+		}
+	}
+	return strings.Join(keep, "\n\n")
 }
 
 // RunScenario runs one scenario with its deadline and returns its result;
