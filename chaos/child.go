@@ -36,8 +36,8 @@ type ChildSpec struct {
 // so that the scenarios can start consumers by running it again.
 //
 // The process runs a bus.Consumer over the spec's topic and prints one
-// line per event on stdout: "done <id>" when the handler finished a
-// message (before it is acknowledged), "term" when SIGTERM arrived and a
+// line per event on stdout: "start <id>" when the handler starts on a
+// message, "done <id>" when it finished it (before it is acknowledged), "term" when SIGTERM arrived and a
 // graceful shutdown began, and "exit cancelled=<n>" when the consumer
 // returned, n being how many handlers saw their context cancelled.
 func RunChildIfAsked() {
@@ -68,6 +68,7 @@ func runChild(spec ChildSpec) int {
 	}
 	var cancelled atomic.Int64
 	h := func(ctx context.Context, m *bus.Message) error {
+		say("start %s", m.ID)
 		select {
 		case <-time.After(spec.Work):
 			say("done %s", m.ID)
@@ -117,9 +118,11 @@ type Child struct {
 	err    error // exit status, after exited
 
 	mu        sync.Mutex
+	started   int
 	done      int
 	afterTerm int
 	termed    bool
+	atTerm    int // handlers running when "term" was read
 	exitLine  string
 	problems  []string
 }
@@ -154,6 +157,8 @@ func startChild(args []string, spec ChildSpec, name string, l *Ledger) (*Child, 
 			line := s.Text()
 			c.mu.Lock()
 			switch {
+			case strings.HasPrefix(line, "start "):
+				c.started++
 			case strings.HasPrefix(line, "done "):
 				l.Processed(strings.TrimPrefix(line, "done "))
 				c.done++
@@ -162,6 +167,7 @@ func startChild(args []string, spec ChildSpec, name string, l *Ledger) (*Child, 
 				}
 			case line == "term":
 				c.termed = true
+				c.atTerm = c.started - c.done
 			case strings.HasPrefix(line, "exit "):
 				c.exitLine = line
 			default:
@@ -183,6 +189,14 @@ func (c *Child) Done() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.done
+}
+
+// InFlight is how many messages the process started and has not
+// finished (so far, or when it died).
+func (c *Child) InFlight() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.started - c.done
 }
 
 // Kill sends SIGKILL and waits for the process.
@@ -216,22 +230,26 @@ func (c *Child) Stop() {
 }
 
 // Graceful sends SIGTERM and checks the process shut down cleanly within
-// d: exit status 0, no handler cancelled. It returns how many messages it
-// finished after the signal.
-func (c *Child) Graceful(d time.Duration) (int, error) {
+// d: exit status 0, no handler cancelled, every handler running at the
+// signal finished. It returns how many handlers were running at the
+// signal and how many messages it finished after it.
+func (c *Child) Graceful(d time.Duration) (running, finished int, err error) {
 	c.Term()
 	if err := c.wait(d); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil || len(c.problems) > 0 {
-		return c.afterTerm, fmt.Errorf("consumer process %s: %v after SIGTERM; it said %q\n%s", c.name, c.err, c.problems, c.stderr)
+		return c.atTerm, c.afterTerm, fmt.Errorf("consumer process %s: %v after SIGTERM; it said %q\n%s", c.name, c.err, c.problems, c.stderr)
 	}
 	if c.exitLine != "exit cancelled=0" {
-		return c.afterTerm, fmt.Errorf("consumer process %s: %q after SIGTERM, want every handler to finish (cancelled=0)", c.name, c.exitLine)
+		return c.atTerm, c.afterTerm, fmt.Errorf("consumer process %s: %q after SIGTERM, want every handler to finish (cancelled=0)", c.name, c.exitLine)
 	}
-	return c.afterTerm, nil
+	if c.started != c.done {
+		return c.atTerm, c.afterTerm, fmt.Errorf("consumer process %s exited with %d handlers unfinished", c.name, c.started-c.done)
+	}
+	return c.atTerm, c.afterTerm, nil
 }
 
 // Stderr returns the last lines the process wrote to stderr.

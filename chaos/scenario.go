@@ -432,7 +432,7 @@ func childSpec(e *Env, topic string, work time.Duration) ChildSpec {
 }
 
 // ConsumerKill: while publishers run, consumer process A works on the
-// messages (10ms each, 4 at a time) and is SIGKILLed once it has finished
+// messages (20ms each, 4 at a time) and is SIGKILLed once it has finished
 // a quarter of them, with work in flight and unacknowledged; process B
 // starts then and must process everything A did not, A's unacknowledged
 // messages included.
@@ -444,7 +444,7 @@ func ConsumerKill(ctx context.Context, e *Env) (Result, error) {
 		return l.Result(), err
 	}
 	defer closePub()
-	spec := childSpec(e, topic, 10*time.Millisecond)
+	spec := childSpec(e, topic, 20*time.Millisecond)
 	a, err := startChild(e.ChildArgs, spec, "A", l)
 	if err != nil {
 		return l.Result(), err
@@ -460,7 +460,7 @@ func ConsumerKill(ctx context.Context, e *Env) (Result, error) {
 	if err := a.Kill(); err != nil {
 		return l.Result(), err
 	}
-	doneByA := a.Done()
+	doneByA, inFlight := a.Done(), a.InFlight()
 	b, err := startChild(e.ChildArgs, spec, "B", l)
 	if err != nil {
 		return l.Result(), err
@@ -473,10 +473,14 @@ func ConsumerKill(ctx context.Context, e *Env) (Result, error) {
 		return l.Result(), fmt.Errorf("%w\n%s", err, b.Stderr())
 	}
 	time.Sleep(settle)
-	_, berr := b.Graceful(30 * time.Second)
+	_, _, berr := b.Graceful(30 * time.Second)
 	r := l.Result()
-	r.Note = fmt.Sprintf("A finished %d before SIGKILL; B finished %d", doneByA, b.Done())
-	return r, errors.Join(check(l, "", ""), berr)
+	r.Note = fmt.Sprintf("A finished %d and had %d in flight when SIGKILLed; B finished %d", doneByA, inFlight, b.Done())
+	errs := []error{check(l, "", ""), berr}
+	if inFlight == 0 {
+		errs = append(errs, errors.New("consumer process A had no message in flight when it was killed"))
+	}
+	return r, errors.Join(errs...)
 }
 
 // ConsumerTerm: consumer process A works on the messages (50ms each, 4 at
@@ -506,7 +510,7 @@ func ConsumerTerm(ctx context.Context, e *Env) (Result, error) {
 	if err := waitFor(ctx, "consumer process A to finish a quarter of the messages", func() bool { return a.Done() >= threshold }); err != nil {
 		return l.Result(), fmt.Errorf("%w\n%s", err, a.Stderr())
 	}
-	finishing, aerr := a.Graceful(spec.ShutdownTimeout + 15*time.Second)
+	running, finishing, aerr := a.Graceful(spec.ShutdownTimeout + 15*time.Second)
 	if aerr != nil {
 		return l.Result(), aerr
 	}
@@ -522,10 +526,15 @@ func ConsumerTerm(ctx context.Context, e *Env) (Result, error) {
 		return l.Result(), fmt.Errorf("%w\n%s", err, b.Stderr())
 	}
 	time.Sleep(settle)
-	_, berr := b.Graceful(30 * time.Second)
+	_, _, berr := b.Graceful(30 * time.Second)
 	r := l.Result()
-	r.Note = fmt.Sprintf("A finished %d (%d of them after SIGTERM) and exited 0; B finished %d", a.Done(), finishing, b.Done())
-	return r, errors.Join(check(l, "", ""), berr)
+	r.Note = fmt.Sprintf("A had %d handlers running at SIGTERM, finished %d (%d after the signal) and exited 0; B finished %d",
+		running, a.Done(), finishing, b.Done())
+	errs := []error{check(l, "", ""), berr}
+	if running == 0 {
+		errs = append(errs, errors.New("consumer process A had no handler running when SIGTERM arrived"))
+	}
+	return r, errors.Join(errs...)
 }
 
 // BrokerKill: two publishers send messages in batches of 10 while a
