@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -25,7 +26,8 @@ const ChildEnv = "OMNIBUS_CHAOS_CHILD"
 type ChildSpec struct {
 	URL, Topic, Group string
 	Concurrency       int
-	// Work is how long the handler works on each message.
+	// Work is the longest the handler works on a message; each takes
+	// between half of it and all of it.
 	Work time.Duration
 	// ShutdownTimeout of the process's bus.Consumer.
 	ShutdownTimeout time.Duration
@@ -69,8 +71,11 @@ func runChild(spec ChildSpec) int {
 	var cancelled atomic.Int64
 	h := func(ctx context.Context, m *bus.Message) error {
 		say("start %s", m.ID)
+		// Between half and all of Work, so that the handlers do not run
+		// in lockstep and a signal finds some of them busy.
+		work := spec.Work/2 + rand.N(spec.Work/2+1)
 		select {
-		case <-time.After(spec.Work):
+		case <-time.After(work):
 			say("done %s", m.ID)
 			return nil
 		case <-ctx.Done():

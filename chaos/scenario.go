@@ -432,8 +432,8 @@ func childSpec(e *Env, topic string, work time.Duration) ChildSpec {
 }
 
 // ConsumerKill: while publishers run, consumer process A works on the
-// messages (20ms each, 4 at a time) and is SIGKILLed once it has finished
-// a quarter of them, with work in flight and unacknowledged; process B
+// messages (10-20ms each, 4 at a time) and is SIGKILLed once it has finished
+// a quarter of them, with work in flight (asserted) and unacknowledged; process B
 // starts then and must process everything A did not, A's unacknowledged
 // messages included.
 func ConsumerKill(ctx context.Context, e *Env) (Result, error) {
@@ -457,6 +457,7 @@ func ConsumerKill(ctx context.Context, e *Env) (Result, error) {
 	if err := waitFor(ctx, "consumer process A to finish a quarter of the messages", func() bool { return a.Done() >= e.Messages/4 }); err != nil {
 		return l.Result(), fmt.Errorf("%w\n%s", err, a.Stderr())
 	}
+	time.Sleep(spec.Work / 2) // into the work of the handlers running now
 	if err := a.Kill(); err != nil {
 		return l.Result(), err
 	}
@@ -483,11 +484,12 @@ func ConsumerKill(ctx context.Context, e *Env) (Result, error) {
 	return r, errors.Join(errs...)
 }
 
-// ConsumerTerm: consumer process A works on the messages (50ms each, 4 at
-// a time) and gets SIGTERM once it has finished a quarter of them (at most
-// 100). It must stop taking work, let the handlers in flight finish (none
-// cancelled) and exit 0 within its shutdown timeout; process B then takes
-// over and everything must be processed.
+// ConsumerTerm: consumer process A works on the messages (25-50ms each, 4
+// at a time) and gets SIGTERM once it has finished a quarter of them (at
+// most 100). It must stop taking work, let the handlers in flight finish
+// (none cancelled, at least one running at the signal) and exit 0 within
+// its shutdown timeout; process B then takes over and everything must be
+// processed.
 func ConsumerTerm(ctx context.Context, e *Env) (Result, error) {
 	l := NewLedger()
 	topic := topicName("sigterm")
@@ -510,6 +512,7 @@ func ConsumerTerm(ctx context.Context, e *Env) (Result, error) {
 	if err := waitFor(ctx, "consumer process A to finish a quarter of the messages", func() bool { return a.Done() >= threshold }); err != nil {
 		return l.Result(), fmt.Errorf("%w\n%s", err, a.Stderr())
 	}
+	time.Sleep(spec.Work / 2)
 	running, finishing, aerr := a.Graceful(spec.ShutdownTimeout + 15*time.Second)
 	if aerr != nil {
 		return l.Result(), aerr
