@@ -148,8 +148,8 @@ func TestChaos(t *testing.T) {
 					r := chaos.RunScenario(context.Background(), e, s)
 					results = append(results, r)
 					t.Logf("%s\n%s", s.What, chaos.Table([]chaos.Result{r}))
-					if r.Note != "" {
-						t.Log(r.Note)
+					if notes := chaos.Notes([]chaos.Result{r}); notes != "" {
+						t.Log(notes)
 					}
 					if r.Err != "" {
 						t.Errorf("%s\n%s\nbroker logs:\n%s", r.Err, logs(), inst.Logs())
@@ -168,7 +168,7 @@ func TestChaos(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fmt.Printf("\n%s\nwritten to %s\n", table, path)
+		fmt.Printf("\n%s\n%s\nwritten to %s\n", table, chaos.Notes(results), path)
 	}
 }
 
@@ -182,11 +182,7 @@ func writeResults(dir string, n int, rs []chaos.Result) (string, error) {
 	fmt.Fprintf(&b, "%d messages per scenario; %s, %d CPUs.\n\n", n, runtime.Version(), runtime.NumCPU())
 	b.WriteString(chaos.Table(rs))
 	b.WriteString("\n")
-	for _, r := range rs {
-		if r.Note != "" {
-			fmt.Fprintf(&b, "- %s / %s: %s\n", r.Broker, r.Scenario, r.Note)
-		}
-	}
+	b.WriteString(chaos.Notes(rs))
 	path := filepath.Join(dir, now.Format("20060102-150405")+".md")
 	return path, os.WriteFile(path, []byte(b.String()), 0o644)
 }

@@ -176,6 +176,8 @@ type Result struct {
 	Duration time.Duration
 	// Note says what happened beyond the counts.
 	Note string
+	// PublishErrorSample holds up to three of the Publish errors.
+	PublishErrorSample []string
 	// Err is why the scenario failed, empty when it passed.
 	Err string
 }
@@ -191,6 +193,8 @@ func (l *Ledger) Result() Result {
 		Processed:     len(l.processed),
 		Lost:          len(l.missing()),
 		DeadLettered:  len(l.dead),
+
+		PublishErrorSample: append([]string(nil), l.errSample...),
 	}
 	for _, n := range l.processed {
 		r.Duplicated += n - 1
@@ -231,11 +235,18 @@ func (l *Ledger) Check(wantReason, wantAttempts string) []string {
 	return p
 }
 
-// ErrorSample returns up to three Publish errors seen.
-func (l *Ledger) ErrorSample() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.errSample...)
+// Notes returns the results' notes and publish errors as a Markdown list.
+func Notes(rs []Result) string {
+	var b strings.Builder
+	for _, r := range rs {
+		if r.Note != "" {
+			fmt.Fprintf(&b, "- %s / %s: %s\n", r.Broker, r.Scenario, r.Note)
+		}
+		if len(r.PublishErrorSample) > 0 {
+			fmt.Fprintf(&b, "- %s / %s: publish errors, first %d: %q\n", r.Broker, r.Scenario, len(r.PublishErrorSample), r.PublishErrorSample)
+		}
+	}
+	return b.String()
 }
 
 // Table renders results as a Markdown table.

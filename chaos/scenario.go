@@ -594,7 +594,7 @@ func BrokerKill(ctx context.Context, e *Env) (Result, error) {
 	time.Sleep(settle)
 	serr := k.stop()
 	r := l.Result()
-	r.Note = fmt.Sprintf("killed with %d confirmed, down %.1fs; publish errors seen: %q", atKill, down.Seconds(), l.ErrorSample())
+	r.Note = fmt.Sprintf("killed with %d of %d confirmed, down %.1fs", atKill, e.Messages, down.Seconds())
 	errs := []error{check(l, "", ""), serr}
 	if l.PublishErrors() == 0 {
 		errs = append(errs, errors.New("no Publish failed while the broker was down"))
