@@ -454,10 +454,13 @@ func ConsumerKill(ctx context.Context, e *Env) (Result, error) {
 	go func() {
 		pubErr <- publisher{b: pub, topic: topic, l: l, n: e.Messages, goroutines: 2, batch: 5, pause: 10 * time.Millisecond}.run(ctx)
 	}()
-	if err := waitFor(ctx, "consumer process A to finish a quarter of the messages", func() bool { return a.Done() >= e.Messages/4 }); err != nil {
+	// A quarter done, and the kill lands while handlers are running: a
+	// handler takes at least 10ms, far longer than a line takes to reach
+	// this process and the signal to reach A.
+	if err := waitFor(ctx, "consumer process A to finish a quarter of the messages with handlers running",
+		func() bool { return a.Done() >= e.Messages/4 && a.InFlight() > 0 }); err != nil {
 		return l.Result(), fmt.Errorf("%w\n%s", err, a.Stderr())
 	}
-	time.Sleep(spec.Work / 2) // into the work of the handlers running now
 	if err := a.Kill(); err != nil {
 		return l.Result(), err
 	}
@@ -509,10 +512,13 @@ func ConsumerTerm(ctx context.Context, e *Env) (Result, error) {
 		pubErr <- publisher{b: pub, topic: topic, l: l, n: e.Messages, goroutines: 2, batch: 5, pause: 10 * time.Millisecond}.run(ctx)
 	}()
 	threshold := min(e.Messages/4, 100)
-	if err := waitFor(ctx, "consumer process A to finish a quarter of the messages", func() bool { return a.Done() >= threshold }); err != nil {
+	// As in ConsumerKill, the signal is sent while handlers are running:
+	// the broker may have run A dry for a moment (publishers wait for
+	// confirms that wait for the disk).
+	if err := waitFor(ctx, "consumer process A to finish a quarter of the messages with handlers running",
+		func() bool { return a.Done() >= threshold && a.InFlight() > 0 }); err != nil {
 		return l.Result(), fmt.Errorf("%w\n%s", err, a.Stderr())
 	}
-	time.Sleep(spec.Work / 2)
 	running, finishing, aerr := a.Graceful(spec.ShutdownTimeout + 15*time.Second)
 	if aerr != nil {
 		return l.Result(), aerr
