@@ -66,7 +66,9 @@ func startProc(cmd *exec.Cmd, logPath string) (*proc, error) {
 	}
 	cmd.Stdout, cmd.Stderr = f, f
 	// Its own process group: a terminal's Ctrl-C goes to the test only.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// If the test process dies without cleaning up (a -timeout panic, a
+	// SIGKILL), the broker is killed with it rather than left running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, err
