@@ -93,3 +93,18 @@ chromium:
 	export DEBIAN_FRONTEND=noninteractive; \
 	$$sudo apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || { \
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y --no-install-recommends chromium; }
+
+## chaos: fault injection on dedicated broker instances (chaos/README.md):
+## brokers SIGKILLed and restarted under load, consumer processes SIGKILLed
+## and SIGTERMed mid-work, handlers that panic, hang or always fail.
+## CHAOS_MESSAGES per scenario on CHAOS_BROKERS; prints the table and writes
+## it to chaos/results/<time>.md. `make test` runs the same tests, smaller.
+CHAOS_MESSAGES ?= 2000
+CHAOS_BROKERS  ?= redis,rabbitmq,kafka
+comma := ,
+.PHONY: chaos
+chaos:
+	scripts/brokers up $(subst $(comma), ,$(CHAOS_BROKERS))
+	OMNIBUS_CHAOS_MESSAGES=$(CHAOS_MESSAGES) OMNIBUS_CHAOS_BROKERS=$(CHAOS_BROKERS) \
+	OMNIBUS_CHAOS_RESULTS=$(CURDIR)/chaos/results \
+	  $(GO) test -count=1 -v -timeout 30m -run '^TestChaos$$' ./chaos/

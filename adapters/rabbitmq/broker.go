@@ -451,7 +451,12 @@ func (b *Broker) send(ctx context.Context, exchange, key string, msgs []amqp.Pub
 	pc.mu.Lock()
 	for drained := false; !drained; {
 		select {
-		case r := <-pc.returns:
+		case r, ok := <-pc.returns:
+			if !ok {
+				// amqp091 closes the channel with the AMQP channel.
+				drained = true
+				break
+			}
 			pc.unrouted[r.MessageId]++
 		default:
 			drained = true
