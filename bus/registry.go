@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -64,17 +65,25 @@ func Open(ctx context.Context, rawURL string) (Broker, error) {
 	return open(ctx, u)
 }
 
+// quoted matches the Go-quoted strings in net/url's errors.
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+
 // ParseURL parses a broker URL, reporting problems as ErrBadURL without
 // echoing a password.
 func ParseURL(rawURL string) (*url.URL, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// url.Error quotes the input, which may hold a password.
-		var reason error = err
+		reason := err.Error()
 		if ue, ok := err.(*url.Error); ok {
-			reason = ue.Err
+			reason = ue.Err.Error()
 		}
-		return nil, fmt.Errorf("%w: %v", ErrBadURL, reason)
+		if strings.Contains(rawURL, "@") {
+			// The parser quotes the part it stumbled on, which is part of
+			// the password when one holds an unescaped '/', '?' or '#'.
+			reason = quoted.ReplaceAllString(reason, "(withheld)")
+		}
+		return nil, fmt.Errorf("%w: %s", ErrBadURL, reason)
 	}
 	if u.Scheme == "" {
 		return nil, fmt.Errorf("%w: %s has no scheme (want e.g. mem://, amqp://, kafka://, redis://)", ErrBadURL, u.Redacted())
