@@ -62,7 +62,13 @@ func Open(ctx context.Context, rawURL string) (Broker, error) {
 		return nil, fmt.Errorf("%w %q in %s (registered: %s; is the adapter package imported?)",
 			ErrUnknownScheme, u.Scheme, u.Redacted(), strings.Join(Schemes(), ", "))
 	}
-	return open(ctx, u)
+	b, err := open(ctx, u)
+	if err != nil {
+		// An adapter's constructor returns a nil pointer with its error;
+		// handed on as is, it would be a non-nil Broker.
+		return nil, err
+	}
+	return b, nil
 }
 
 // quoted matches the Go-quoted strings in net/url's errors.
