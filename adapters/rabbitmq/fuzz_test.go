@@ -152,4 +152,3 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
-
