@@ -82,3 +82,15 @@ chromium:
 	export DEBIAN_FRONTEND=noninteractive; \
 	$$sudo apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || { \
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y --no-install-recommends chromium; }
+
+## fuzz: run every fuzz target for FUZZTIME each, one at a time (plain
+## `go test` runs only their seed corpora, in testdata/fuzz and the f.Add calls)
+FUZZTIME ?= 20s
+.PHONY: fuzz
+fuzz:
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$t"; \
+	    $(GO) test -run "^$$t\$$" -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -parallel 2 $$pkg; \
+	  done; \
+	done

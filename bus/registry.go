@@ -71,6 +71,18 @@ func Open(ctx context.Context, rawURL string) (Broker, error) {
 	return b, nil
 }
 
+// misplacedAt reports whether a URL without user information holds an
+// '@' where a user name and password ended up when they held an unescaped
+// '/', '?' or '#': in the path or fragment, or in the query when the host
+// holds a colon of its own (user:password, or a part of it).
+func misplacedAt(u *url.URL) bool {
+	if strings.Contains(u.Path, "@") || strings.Contains(u.Fragment, "@") || strings.Contains(u.Opaque, "@") {
+		return true
+	}
+	h := u.Hostname()
+	return strings.Contains(u.RawQuery, "@") && strings.Contains(h, ":") && !strings.Contains(h, ",") && !strings.HasPrefix(u.Host, "[")
+}
+
 // quoted matches the Go-quoted strings in net/url's errors.
 var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
@@ -90,6 +102,11 @@ func ParseURL(rawURL string) (*url.URL, error) {
 			reason = quoted.ReplaceAllString(reason, "(withheld)")
 		}
 		return nil, fmt.Errorf("%w: %s", ErrBadURL, reason)
+	}
+	if u.User == nil && misplacedAt(u) {
+		// amqp://user:pa/ss@host parses as host "user:pa" and path
+		// "/ss@host": echoing the URL would show part of the password.
+		return nil, fmt.Errorf("%w: an '@' after the host: percent-encode '/', '?', '#' and '@' in the user name and password (%%2F, %%3F, %%23, %%40)", ErrBadURL)
 	}
 	if u.Scheme == "" {
 		return nil, fmt.Errorf("%w: %s has no scheme (want e.g. mem://, amqp://, kafka://, redis://)", ErrBadURL, u.Redacted())
