@@ -108,3 +108,15 @@ chaos:
 	OMNIBUS_CHAOS_MESSAGES=$(CHAOS_MESSAGES) OMNIBUS_CHAOS_BROKERS=$(CHAOS_BROKERS) \
 	OMNIBUS_CHAOS_RESULTS=$(CURDIR)/chaos/results \
 	  $(GO) test -count=1 -v -timeout 30m -run '^TestChaos$$' ./chaos/
+
+## fuzz: run every fuzz target for FUZZTIME each, one at a time (plain
+## `go test` runs only their seed corpora, in testdata/fuzz and the f.Add calls)
+FUZZTIME ?= 20s
+.PHONY: fuzz
+fuzz:
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$t"; \
+	    $(GO) test -run "^$$t\$$" -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -parallel 2 $$pkg; \
+	  done; \
+	done

@@ -158,6 +158,13 @@ func DeadLetter(m *Message, topic, group string, reason error, at time.Time) *Me
 	if d.Headers == nil {
 		d.Headers = Headers{}
 	}
+	// A message from another producer may carry headers Publish refuses;
+	// they must not keep it from its dead-letter topic.
+	for k := range d.Headers {
+		if CheckHeader(k) != nil {
+			delete(d.Headers, k)
+		}
+	}
 	msg := "nack"
 	if reason != nil {
 		msg = reason.Error()

@@ -27,7 +27,8 @@ var (
 	// concrete error is a *SizeError.
 	ErrTooLarge = errors.New("bus: message too large")
 	// ErrInvalidMessage reports a message that cannot be published as given
-	// (nil, or a header the backend cannot carry).
+	// (nil, or a header the backend cannot carry: see CheckHeader), or an
+	// empty topic name.
 	ErrInvalidMessage = errors.New("bus: invalid message")
 	// ErrAlreadyAcked is returned by Ack or Nack on a delivery that was
 	// already settled.

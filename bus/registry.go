@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -61,8 +62,29 @@ func Open(ctx context.Context, rawURL string) (Broker, error) {
 		return nil, fmt.Errorf("%w %q in %s (registered: %s; is the adapter package imported?)",
 			ErrUnknownScheme, u.Scheme, u.Redacted(), strings.Join(Schemes(), ", "))
 	}
-	return open(ctx, u)
+	b, err := open(ctx, u)
+	if err != nil {
+		// An adapter's constructor returns a nil pointer with its error;
+		// handed on as is, it would be a non-nil Broker.
+		return nil, err
+	}
+	return b, nil
 }
+
+// misplacedAt reports whether a URL without user information holds an
+// '@' where a user name and password ended up when they held an unescaped
+// '/', '?' or '#': in the path or fragment, or in the query when the host
+// holds a colon of its own (user:password, or a part of it).
+func misplacedAt(u *url.URL) bool {
+	if strings.Contains(u.Path, "@") || strings.Contains(u.Fragment, "@") || strings.Contains(u.Opaque, "@") {
+		return true
+	}
+	h := u.Hostname()
+	return strings.Contains(u.RawQuery, "@") && strings.Contains(h, ":") && !strings.Contains(h, ",") && !strings.HasPrefix(u.Host, "[")
+}
+
+// quoted matches the Go-quoted strings in net/url's errors.
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
 // ParseURL parses a broker URL, reporting problems as ErrBadURL without
 // echoing a password.
@@ -70,11 +92,21 @@ func ParseURL(rawURL string) (*url.URL, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// url.Error quotes the input, which may hold a password.
-		var reason error = err
+		reason := err.Error()
 		if ue, ok := err.(*url.Error); ok {
-			reason = ue.Err
+			reason = ue.Err.Error()
 		}
-		return nil, fmt.Errorf("%w: %v", ErrBadURL, reason)
+		if strings.Contains(rawURL, "@") {
+			// The parser quotes the part it stumbled on, which is part of
+			// the password when one holds an unescaped '/', '?' or '#'.
+			reason = quoted.ReplaceAllString(reason, "(withheld)")
+		}
+		return nil, fmt.Errorf("%w: %s", ErrBadURL, reason)
+	}
+	if u.User == nil && misplacedAt(u) {
+		// amqp://user:pa/ss@host parses as host "user:pa" and path
+		// "/ss@host": echoing the URL would show part of the password.
+		return nil, fmt.Errorf("%w: an '@' after the host: percent-encode '/', '?', '#' and '@' in the user name and password (%%2F, %%3F, %%23, %%40)", ErrBadURL)
 	}
 	if u.Scheme == "" {
 		return nil, fmt.Errorf("%w: %s has no scheme (want e.g. mem://, amqp://, kafka://, redis://)", ErrBadURL, u.Redacted())

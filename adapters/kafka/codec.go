@@ -95,7 +95,11 @@ func decode(r kgo.Message) (m *bus.Message, attempt int, due time.Time) {
 				due = time.UnixMilli(ms)
 			}
 		default:
-			m.Headers[h.Key] = string(h.Value)
+			// Headers Publish would refuse (empty or too long names,
+			// names of message fields) come only from other producers.
+			if bus.CheckHeader(h.Key) == nil {
+				m.Headers[h.Key] = string(h.Value)
+			}
 		}
 	}
 	if m.ID == "" {

@@ -328,6 +328,9 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message
 	if err := bus.Prepare(msgs, b.opts.MaxMessageSize); err != nil {
 		return err
 	}
+	if err := checkHeaderFrame(msgs); err != nil {
+		return err
+	}
 	if err := b.declareTopic(ctx, topic); err != nil {
 		return err
 	}
@@ -453,7 +456,8 @@ func (b *Broker) send(ctx context.Context, exchange, key string, msgs []amqp.Pub
 		select {
 		case r, ok := <-pc.returns:
 			if !ok {
-				// amqp091 closes the channel with the AMQP channel.
+				// amqp091 closes the returns channel with the channel
+				// (connection lost): a closed channel would spin here.
 				drained = true
 				break
 			}

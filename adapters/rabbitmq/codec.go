@@ -3,6 +3,7 @@ package rabbitmq
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,6 +34,39 @@ const (
 	hdrContentType     = "content-type"
 	hdrContentEncoding = "content-encoding"
 )
+
+// maxHeaderFrame bounds the AMQP properties of one message, headers
+// included. They travel in a single content-header frame, which cannot be
+// split: RabbitMQ closes the whole connection (frame_too_large) on one over
+// its frame_max, 128 KiB by default. The bound leaves room for the frame's
+// fixed fields and for typed values, which may encode longer than their
+// JSON text.
+const maxHeaderFrame = 120 << 10
+
+// headerFrameSize estimates from above the bytes m's properties take in a
+// content-header frame.
+func headerFrameSize(m *bus.Message) int {
+	n := 64 + len(m.ID) + len(m.Key) // fixed fields, message-id, omnibus-key
+	for k, v := range m.Headers {
+		n += 1 + len(k) + 1 + 4 + len(v) + 8
+	}
+	// content-type, content-encoding and correlation-id travel twice:
+	// as properties and as headers.
+	n += len(m.Headers[hdrContentType]) + len(m.Headers[hdrContentEncoding]) + len(m.Headers[bus.HeaderCorrelationID])
+	return n
+}
+
+// checkHeaderFrame refuses, with bus.ErrInvalidMessage, a batch with a
+// message whose properties would not fit in one frame.
+func checkHeaderFrame(msgs []*bus.Message) error {
+	for i, m := range msgs {
+		if n := headerFrameSize(m); n > maxHeaderFrame {
+			return fmt.Errorf("%w: message %d: headers take about %d bytes, over the %d that fit in one AMQP frame",
+				bus.ErrInvalidMessage, i, n, maxHeaderFrame)
+		}
+	}
+	return nil
+}
 
 // publishing encodes m; attempt is the Attempt of its next delivery.
 func publishing(m *bus.Message, attempt int) amqp.Publishing {
@@ -92,14 +126,20 @@ func message(d *amqp.Delivery) *bus.Message {
 				m.PublishedAt = time.Unix(0, ns)
 			}
 		case hdrAttempt:
+			// Counts are capped so that their sum cannot overflow.
 			if n, ok := integer(v); ok && n > 0 {
-				m.Attempt = int(n)
+				m.Attempt = int(min(n, math.MaxInt32))
 			}
 		case hdrDeliveryCount:
 			if n, ok := integer(v); ok {
-				delivered = int(n)
+				delivered = int(min(n, math.MaxInt32))
 			}
 		default:
+			// Headers Publish would refuse (empty or too long names,
+			// names of message fields) come only from other producers.
+			if bus.CheckHeader(k) != nil {
+				continue
+			}
 			// Dead-lettering bookkeeping of the retry queues stays with
 			// RabbitMQ; a copy in a republished message would confuse it.
 			if strings.HasPrefix(k, "x-death") || strings.HasPrefix(k, "x-first-death") || strings.HasPrefix(k, "x-last-death") {

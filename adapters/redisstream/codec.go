@@ -1,6 +1,7 @@
 package redisstream
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -64,12 +65,22 @@ func decode(entryID string, fields []string) (*bus.Message, int) {
 				m.PublishedAt = time.Unix(0, ns)
 			}
 		case f == fieldAttempts:
-			attempts, _ = strconv.Atoi(v)
+			// A count from another writer may be negative or huge;
+			// capped, attempt numbers stay positive without overflow.
+			if n, err := strconv.Atoi(v); err == nil {
+				attempts = min(max(n, 0), math.MaxInt32)
+			}
 		default:
+			name := strings.TrimPrefix(f, headerPrefix)
+			// Headers Publish would refuse (empty or too long names,
+			// names of message fields) come only from other writers.
+			if bus.CheckHeader(name) != nil {
+				continue
+			}
 			if m.Headers == nil {
 				m.Headers = bus.Headers{}
 			}
-			m.Headers[strings.TrimPrefix(f, headerPrefix)] = v
+			m.Headers[name] = v
 		}
 	}
 	if m.ID == "" {

@@ -204,6 +204,7 @@ func ParseURL(u *url.URL) (Options, error) {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
 			add("%s=%q: want a positive duration such as 30s", k, v)
+			return 0 // reported once: Validate would name it again
 		}
 		return d
 	}

@@ -472,11 +472,16 @@ func TestBrokerPublish(t *testing.T) {
 	}
 
 	// The message's context is the Publish context, for watermill
-	// publishers that honour it; a caller's attempt header is not sent.
+	// publishers that honour it; a caller's attempt header is refused
+	// (bus.CheckHeader), and Message.Attempt is not sent.
 	type key struct{}
 	vctx := context.WithValue(ctx, key{}, "v")
 	m := bus.NewMessage([]byte("x"))
 	m.Headers[wmbridge.MetadataAttempt] = "7"
+	if err := b.Publish(vctx, "t", m); !errors.Is(err, bus.ErrInvalidMessage) {
+		t.Fatalf("Publish with an attempt header: %v, want ErrInvalidMessage", err)
+	}
+	delete(m.Headers, wmbridge.MetadataAttempt)
 	m.Attempt = 3
 	if err := b.Publish(vctx, "t", m); err != nil {
 		t.Fatal(err)

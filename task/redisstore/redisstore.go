@@ -68,9 +68,24 @@ func (s *Store) Get(ctx context.Context, id string) (task.State, error) {
 	if err != nil {
 		return task.State{ID: id}, fmt.Errorf("redisstore: get state of %s: %w", id, err)
 	}
+	return decode(id, b)
+}
+
+// ErrBadState reports a stored state that does not decode: not JSON, or
+// with a status that is none of task's. Only another writer of the key
+// leaves one.
+var ErrBadState = errors.New("redisstore: stored state does not decode")
+
+func decode(id string, b []byte) (task.State, error) {
 	var st task.State
 	if err := json.Unmarshal(b, &st); err != nil {
-		return task.State{ID: id}, fmt.Errorf("redisstore: decode state of %s: %w", id, err)
+		return task.State{ID: id}, fmt.Errorf("%w: state of %s: %v", ErrBadState, id, err)
+	}
+	switch st.Status {
+	case task.Pending, task.Started, task.Retry, task.Success, task.Failure:
+	default:
+		// task.Wait would poll a status that never becomes final.
+		return task.State{ID: id}, fmt.Errorf("%w: state of %s has status %q", ErrBadState, id, st.Status)
 	}
 	return st, nil
 }
