@@ -142,28 +142,26 @@ func TestWrongCredentials(t *testing.T) {
 	for _, tc := range []struct{ mech, user string }{
 		{"plain", sec.User}, {"scram-sha-256", "nobody-" + bus.NewID()}, {"scram-sha-512", sec.User},
 	} {
-		{
-			mech, user := tc.mech, tc.user
-			before := dials()
-			u := url.URL{Scheme: "kafka", User: url.UserPassword(user, wrong), Host: addr, RawQuery: "sasl=" + mech}
-			_, err := bus.Open(context.Background(), u.String())
-			if !errors.Is(err, bus.ErrAuth) {
-				t.Fatalf("%s user %s with a wrong password: %v; want ErrAuth", mech, user, err)
-			}
-			if strings.Contains(err.Error(), wrong) {
-				t.Fatalf("the error shows the password: %v", err)
-			}
-			// kafka-go opens a connection for its requests and one for its
-			// metadata, and may dial again while Open gives up; a retry
-			// loop would go on dialling.
-			time.Sleep(500 * time.Millisecond)
-			settled := dials()
-			time.Sleep(time.Second)
-			if n := dials() - before; n < 1 || n > 4 || dials() != settled {
-				t.Fatalf("%s user %s: %d connections for one Open with a wrong password, %d of them after it returned; want 1 to 4, and none later",
-					mech, user, n, dials()-settled)
-			}
-			t.Logf("%s user %s: %d connection(s): %v", mech, user, dials()-before, err)
+		mech, user := tc.mech, tc.user
+		before := dials()
+		u := url.URL{Scheme: "kafka", User: url.UserPassword(user, wrong), Host: addr, RawQuery: "sasl=" + mech}
+		_, err := bus.Open(context.Background(), u.String())
+		if !errors.Is(err, bus.ErrAuth) {
+			t.Fatalf("%s user %s with a wrong password: %v; want ErrAuth", mech, user, err)
 		}
+		if strings.Contains(err.Error(), wrong) {
+			t.Fatalf("the error shows the password: %v", err)
+		}
+		// kafka-go opens a connection for its requests and one for its
+		// metadata, and may dial again while Open gives up; a retry
+		// loop would go on dialling.
+		time.Sleep(500 * time.Millisecond)
+		settled := dials()
+		time.Sleep(time.Second)
+		if n := dials() - before; n < 1 || n > 4 || dials() != settled {
+			t.Fatalf("%s user %s: %d connections for one Open with a wrong password, %d of them after it returned; want 1 to 4, and none later",
+				mech, user, n, dials()-settled)
+		}
+		t.Logf("%s user %s: %d connection(s): %v", mech, user, dials()-before, err)
 	}
 }
