@@ -47,8 +47,8 @@ func Schemes() []string {
 // Open connects to the broker named by rawURL, using the adapter registered
 // for its scheme: mem://, amqp://, kafka://, redis:// and so on. The adapter
 // package must be imported. Errors match ErrBadURL, ErrUnknownScheme,
-// ErrUnreachable or ErrAuth with errors.Is, and never contain the URL's
-// password.
+// ErrUnreachable, ErrAuth or ErrForbidden with errors.Is, and never contain
+// the URL's password.
 func Open(ctx context.Context, rawURL string) (Broker, error) {
 	u, err := ParseURL(rawURL)
 	if err != nil {

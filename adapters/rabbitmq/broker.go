@@ -43,7 +43,8 @@ var _ bus.Broker = (*Broker)(nil)
 var _ bus.FeatureReporter = (*Broker)(nil)
 
 // New connects to RabbitMQ. The dial is bounded by ctx and
-// Options.DialTimeout; errors match bus.ErrUnreachable or bus.ErrAuth.
+// Options.DialTimeout; errors match bus.ErrUnreachable, bus.ErrAuth, or
+// bus.ErrForbidden for a vhost the user may not open.
 func New(ctx context.Context, opts Options) (*Broker, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
