@@ -2,11 +2,13 @@ package redisstream
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -163,6 +165,8 @@ const (
 //	dial_timeout        default DefaultDialTimeout
 //	read_timeout        default DefaultReadTimeout
 //	pool_size           default: go-redis's
+//	tls_ca              rediss:// only: PEM file of the roots to verify
+//	                    the server with, instead of the system's
 //
 // Errors match bus.ErrBadURL, list every problem, and never contain the
 // password.
@@ -234,6 +238,20 @@ func ParseURL(u *url.URL) (Options, error) {
 				continue
 			}
 			o.PoolSize = n
+		case "tls_ca":
+			if o.TLS == nil {
+				add("tls_ca: only for %s://", SchemeTLS)
+				continue
+			}
+			pem, err := os.ReadFile(v)
+			if err != nil {
+				add("tls_ca: %v", err)
+				continue
+			}
+			o.TLS.RootCAs = x509.NewCertPool()
+			if !o.TLS.RootCAs.AppendCertsFromPEM(pem) {
+				add("tls_ca: %s holds no PEM certificate", v)
+			}
 		default:
 			add("unknown parameter %q", k)
 		}

@@ -55,6 +55,16 @@ func TestTLS(t *testing.T) {
 	o.TLS.RootCAs = sec.RootCAs
 	roundTrip(t, newBroker(t, o))
 
+	// The same by URL, the CA given by tls_ca.
+	raw := (&url.URL{Scheme: "rediss", User: url.UserPassword(sec.User, sec.Password), Host: sec.RedisTLS,
+		Path: "/0", RawQuery: "tls_ca=" + url.QueryEscape(sec.CAFile)}).String()
+	b, err := bus.Open(context.Background(), raw)
+	if err != nil {
+		t.Fatalf("Open with tls_ca: %v", err)
+	}
+	defer b.Close()
+	roundTrip(t, b)
+
 	for name, roots := range map[string]*x509.CertPool{"system roots": nil, "another CA": x509.NewCertPool()} {
 		o := secureOptions(t, sec, "rediss", sec.RedisTLS, sec.Password)
 		o.TLS = &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
