@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/omnibus-mq/omnibus/adapters/kafka"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/internal/brokertest"
 )
@@ -164,4 +165,21 @@ func TestWrongCredentials(t *testing.T) {
 		}
 		t.Logf("%s user %s: %d connection(s): %v", mech, user, dials()-before, err)
 	}
+}
+
+// TestOptionsHidePassword: printing or logging Options parsed from a URL
+// does not show the SASL password.
+func TestOptionsHidePassword(t *testing.T) {
+	const secret = "s3cret-Pa55"
+	u, err := url.Parse("kafka://app:" + secret + "@k1:9092?sasl=scram-sha-512&tls=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := kafka.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokertest.NoSecretInPrint(t, secret, o)
+	brokertest.NoSecretInPrint(t, secret, &o)
+	brokertest.NoSecretInPrint(t, secret, o.SASL)
 }

@@ -176,3 +176,24 @@ func TestWrongCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestOptionsHidePassword: printing or logging Options, as given or as
+// parsed from a URL, does not show the password.
+func TestOptionsHidePassword(t *testing.T) {
+	const secret = "s3cret-Pa55"
+	raw := "amqps://app:" + secret + "@broker.example:5671/vhost?heartbeat=5"
+	brokertest.NoSecretInPrint(t, secret, rabbitmq.Options{URL: raw})
+	u, err := url.Parse(raw + "&topology=queue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := rabbitmq.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokertest.NoSecretInPrint(t, secret, o)
+	brokertest.NoSecretInPrint(t, secret, &o)
+	if s := o.String(); !strings.Contains(s, "amqps://app:xxxxx@broker.example:5671/vhost") || !strings.Contains(s, "Topology:queue") {
+		t.Errorf("String() = %s; want the redacted URL and the other fields", s)
+	}
+}

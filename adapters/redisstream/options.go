@@ -267,3 +267,20 @@ func ParseURL(u *url.URL) (Options, error) {
 	}
 	return o, nil
 }
+
+// String describes the options with the password replaced by "xxxxx", so
+// that printing or logging Options never reveals it.
+func (o Options) String() string {
+	type fields Options // without the methods, for %+v
+	c := o
+	if c.Password != "" {
+		c.Password = "xxxxx"
+	}
+	return fmt.Sprintf("%+v", fields(c))
+}
+
+// GoString keeps %#v from printing the password.
+func (o Options) GoString() string { return "redisstream.Options" + o.String() }
+
+// LogValue keeps slog from printing the password.
+func (o Options) LogValue() slog.Value { return slog.StringValue(o.String()) }

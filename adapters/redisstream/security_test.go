@@ -133,3 +133,22 @@ func TestWrongCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestOptionsHidePassword: printing or logging Options, as given or as
+// parsed from a URL, does not show the password.
+func TestOptionsHidePassword(t *testing.T) {
+	const secret = "s3cret-Pa55"
+	u, err := url.Parse("rediss://app:" + secret + "@cache.example:6380/2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := redisstream.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokertest.NoSecretInPrint(t, secret, o)
+	brokertest.NoSecretInPrint(t, secret, &o)
+	if s := o.String(); !strings.Contains(s, "Password:xxxxx") || !strings.Contains(s, "Addr:cache.example:6380") {
+		t.Errorf("String() = %s; want the password hidden and the other fields", s)
+	}
+}
