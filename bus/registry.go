@@ -58,8 +58,14 @@ func Open(ctx context.Context, rawURL string) (Broker, error) {
 	open, ok := registry.open[u.Scheme]
 	registry.RUnlock()
 	if !ok {
+		where := u.Redacted()
+		if u.Opaque != "" {
+			// "user:pass@host" (no "//") parses as scheme "user" with the
+			// password in the opaque part, which Redacted leaves as it is.
+			where = "a URL without \"//\""
+		}
 		return nil, fmt.Errorf("%w %q in %s (registered: %s; is the adapter package imported?)",
-			ErrUnknownScheme, u.Scheme, u.Redacted(), strings.Join(Schemes(), ", "))
+			ErrUnknownScheme, u.Scheme, where, strings.Join(Schemes(), ", "))
 	}
 	return open(ctx, u)
 }
