@@ -101,3 +101,21 @@ func TestNoPasswordInOutput(t *testing.T) {
 		})
 	}
 }
+
+// An argument that is no URL and no broker name is echoed without what
+// could be its password.
+func TestUnknownBrokerHidesPassword(t *testing.T) {
+	const secret = "s3cret-Pa55"
+	for _, arg := range []string{"guest:" + secret + "@localhost:5672", "rabbit:" + secret + "@h", "amqp:/u:" + secret + "@h"} {
+		for _, cmd := range []string{"doctor", "pub", "sub", "bench"} {
+			args := []string{cmd, arg, "topic"}
+			if cmd == "doctor" || cmd == "bench" {
+				args = args[:2]
+			}
+			code, out, errOut := omnibus(t, "", args...)
+			if code == 0 || strings.Contains(out+errOut, secret) {
+				t.Errorf("omnibus %s %s: exit %d, output shows the password or no failure:\n%s%s", cmd, arg, code, out, errOut)
+			}
+		}
+	}
+}
