@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,7 +80,7 @@ const unknown = "unknown"
 // over a connection of its own and never fails: what it cannot learn it
 // reports as unknown, with the reason in Notes.
 func Probe(ctx context.Context, t Target) BrokerInfo {
-	info := BrokerInfo{Target: t.Name, URL: t.URL, Product: unknown, Version: unknown,
+	info := BrokerInfo{Target: t.Name, URL: RedactText(t.URL), Product: unknown, Version: unknown,
 		Client: Client{OmnibusVersion: ModuleVersion(ModulePath)}}
 	u, err := bus.ParseURL(t.URL)
 	if err != nil {
@@ -350,6 +351,15 @@ func orUnset(v string) string {
 	}
 	return v
 }
+
+// userinfo matches the user and password of a URL within any text, up to
+// the last "@" before the host, as url.Parse reads it.
+var userinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^/?#\s:@]*):[^/?#\s]*@`)
+
+// RedactText replaces the password of every URL in s with "xxxxx", whether
+// or not the URL parses: a URL that url.Parse refuses is shown as it was
+// given, and its password must not be.
+func RedactText(s string) string { return userinfo.ReplaceAllString(s, "${1}:xxxxx@") }
 
 // redactErr keeps a URL's password out of an error's text.
 func redactErr(err error, u *url.URL) string {

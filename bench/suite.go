@@ -423,6 +423,8 @@ func CommandLine() string {
 		if u, err := url.Parse(a); err == nil && u.User != nil {
 			a = u.Redacted()
 		}
+		// Also name=URL targets and URLs that do not parse.
+		a = RedactText(a)
 		if a == "" || strings.ContainsAny(a, " \t\"'$") {
 			a = strconv.Quote(a)
 		}

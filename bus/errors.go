@@ -23,6 +23,12 @@ var (
 	ErrUnreachable = errors.New("bus: broker unreachable")
 	// ErrAuth reports a broker that refused the credentials.
 	ErrAuth = errors.New("bus: authentication failed")
+	// ErrForbidden reports a broker that accepted the credentials but
+	// refused an operation that the user has no permission for: a RabbitMQ
+	// vhost, exchange or queue, a Redis key or command outside the ACL
+	// user's rules, a Kafka topic or group without an ACL that allows it.
+	// Retrying does not help until the broker's permissions change.
+	ErrForbidden = errors.New("bus: permission denied")
 	// ErrTooLarge reports a message over the backend's size limit. The
 	// concrete error is a *SizeError.
 	ErrTooLarge = errors.New("bus: message too large")

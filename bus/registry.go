@@ -48,8 +48,8 @@ func Schemes() []string {
 // Open connects to the broker named by rawURL, using the adapter registered
 // for its scheme: mem://, amqp://, kafka://, redis:// and so on. The adapter
 // package must be imported. Errors match ErrBadURL, ErrUnknownScheme,
-// ErrUnreachable or ErrAuth with errors.Is, and never contain the URL's
-// password.
+// ErrUnreachable, ErrAuth or ErrForbidden with errors.Is, and never contain
+// the URL's password.
 func Open(ctx context.Context, rawURL string) (Broker, error) {
 	u, err := ParseURL(rawURL)
 	if err != nil {
@@ -59,8 +59,14 @@ func Open(ctx context.Context, rawURL string) (Broker, error) {
 	open, ok := registry.open[u.Scheme]
 	registry.RUnlock()
 	if !ok {
+		where := u.Redacted()
+		if u.Opaque != "" {
+			// "user:pass@host" (no "//") parses as scheme "user" with the
+			// password in the opaque part, which Redacted leaves as it is.
+			where = "a URL without \"//\""
+		}
 		return nil, fmt.Errorf("%w %q in %s (registered: %s; is the adapter package imported?)",
-			ErrUnknownScheme, u.Scheme, u.Redacted(), strings.Join(Schemes(), ", "))
+			ErrUnknownScheme, u.Scheme, where, strings.Join(Schemes(), ", "))
 	}
 	b, err := open(ctx, u)
 	if err != nil {

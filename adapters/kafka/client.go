@@ -142,14 +142,39 @@ func (c *Client) dialError(err error) error {
 	if isAuthError(err) {
 		return fmt.Errorf("%w: kafka %s: %v", bus.ErrAuth, brokers, err)
 	}
+	if isForbidden(err) {
+		return fmt.Errorf("%w: kafka %s: %v", bus.ErrForbidden, brokers, err)
+	}
 	return fmt.Errorf("%w: kafka %s within %v: %v", bus.ErrUnreachable, brokers, c.opts.DialTimeout, err)
 }
 
 func isAuthError(err error) bool {
 	return errors.Is(err, kgo.SASLAuthenticationFailed) ||
 		errors.Is(err, kgo.UnsupportedSASLMechanism) ||
-		errors.Is(err, kgo.IllegalSASLState) ||
-		errors.Is(err, kgo.ClusterAuthorizationFailed)
+		errors.Is(err, kgo.IllegalSASLState)
+}
+
+// isForbidden reports an operation that the cluster's ACLs do not allow
+// the client's principal.
+func isForbidden(err error) bool {
+	return errors.Is(err, kgo.TopicAuthorizationFailed) ||
+		errors.Is(err, kgo.GroupAuthorizationFailed) ||
+		errors.Is(err, kgo.ClusterAuthorizationFailed) ||
+		errors.Is(err, kgo.TransactionalIDAuthorizationFailed)
+}
+
+// classify marks err with bus.ErrAuth when SASL failed and with
+// bus.ErrForbidden when an ACL refused the operation.
+func classify(err error) error {
+	switch {
+	case err == nil || errors.Is(err, bus.ErrAuth) || errors.Is(err, bus.ErrForbidden):
+		return err
+	case isAuthError(err):
+		return fmt.Errorf("%w: %w", bus.ErrAuth, err)
+	case isForbidden(err):
+		return fmt.Errorf("%w: %w", bus.ErrForbidden, err)
+	}
+	return err
 }
 
 // Features describes what the client guarantees:
@@ -228,6 +253,15 @@ func (b *balancer) Balance(msg kgo.Message, partitions ...int) int {
 }
 
 func (c *Client) write(ctx context.Context, topic string, records []kgo.Message) error {
+	err := c.writeRecords(ctx, topic, records)
+	if pe, ok := err.(*bus.PublishError); ok {
+		pe.Err = classify(pe.Err)
+		return pe
+	}
+	return classify(err)
+}
+
+func (c *Client) writeRecords(ctx context.Context, topic string, records []kgo.Message) error {
 	err := c.writer.WriteMessages(ctx, records...)
 	if err == nil {
 		return nil
@@ -282,6 +316,7 @@ func (c *Client) ensureTopic(ctx context.Context, topic string, partitions int) 
 		c.topics[topic] = ts
 		c.mu.Unlock()
 		ts.partitions, ts.err = c.lookupTopic(ctx, topic, partitions)
+		ts.err = classify(ts.err)
 		if ts.err != nil {
 			c.mu.Lock()
 			delete(c.topics, topic)

@@ -98,4 +98,15 @@
 // and FindCoordinator v0, all still served by Kafka 4.1; offsets are
 // committed and fetched with versions negotiated with the broker, which
 // carry the attempt metadata.
+//
+// # Security
+//
+// SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) takes the URL's user and
+// password; tls=true or tls_ca turns on TLS, verified by default. Refused
+// credentials fail New with bus.ErrAuth, without retrying. A topic or group
+// the cluster's ACLs do not allow the user (TOPIC_AUTHORIZATION_FAILED,
+// GROUP_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED) fails Publish
+// and Subscribe with bus.ErrForbidden. The user needs, on the topics it
+// uses and their retry and dead-letter topics, Describe, Read and Write,
+// and Create unless the topics exist; on its groups, Read and Describe.
 package kafka

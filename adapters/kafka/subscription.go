@@ -169,6 +169,7 @@ func (s *subscription) prepareTopics() ([]string, error) {
 // has not joined yet, and report returns true; after the join Receive
 // returns it. Failures that kafka-go retries by itself are only logged.
 func (s *subscription) report(err error) bool {
+	err = classify(err)
 	s.mu.Lock()
 	joined := s.isJoined()
 	if !joined {
@@ -204,6 +205,7 @@ func (s *subscription) report(err error) bool {
 }
 
 func (s *subscription) fail(err error) {
+	err = classify(err)
 	s.log.Error("omnibus/kafka: subscription failed", "error", err)
 	s.mu.Lock()
 	if s.err == nil {
@@ -241,7 +243,7 @@ func (s *subscription) joinError(ctxErr error) error {
 
 // retriable reports failures that may pass by themselves.
 func retriable(err error) bool {
-	if errors.Is(err, ErrNoTopic) || isAuthError(err) {
+	if errors.Is(err, ErrNoTopic) || isAuthError(err) || isForbidden(err) {
 		return false
 	}
 	var ke kgo.Error

@@ -43,7 +43,8 @@ var _ bus.Broker = (*Broker)(nil)
 var _ bus.FeatureReporter = (*Broker)(nil)
 
 // New connects to RabbitMQ. The dial is bounded by ctx and
-// Options.DialTimeout; errors match bus.ErrUnreachable or bus.ErrAuth.
+// Options.DialTimeout; errors match bus.ErrUnreachable, bus.ErrAuth, or
+// bus.ErrForbidden for a vhost the user may not open.
 func New(ctx context.Context, opts Options) (*Broker, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -104,9 +105,22 @@ func (b *Broker) dial(ctx context.Context) (*amqp.Connection, error) {
 	case errors.Is(err, amqp.ErrCredentials) || (errors.As(err, &aerr) && aerr.Code == amqp.AccessRefused):
 		return nil, fmt.Errorf("%w: %s: %v", bus.ErrAuth, b.redacted, err)
 	case errors.As(err, &aerr) && aerr.Code == amqp.NotAllowed:
-		return nil, fmt.Errorf("%w: %s: %v", bus.ErrAuth, b.redacted, err)
+		// The credentials are good, the vhost is not the user's (or
+		// does not exist).
+		return nil, fmt.Errorf("%w: %s: %v", bus.ErrForbidden, b.redacted, err)
 	}
 	return nil, fmt.Errorf("%w: %s: %v", bus.ErrUnreachable, b.redacted, err)
+}
+
+// forbidden marks err with bus.ErrForbidden when RabbitMQ refused the
+// operation with ACCESS_REFUSED (403): the user lacks the configure, write
+// or read permission on the exchange or queue.
+func forbidden(err error) error {
+	var aerr *amqp.Error
+	if err != nil && !errors.Is(err, bus.ErrForbidden) && errors.As(err, &aerr) && aerr.Code == amqp.AccessRefused {
+		return fmt.Errorf("%w: %w", bus.ErrForbidden, err)
+	}
+	return err
 }
 
 // install makes conn the current connection.
@@ -263,7 +277,7 @@ func (b *Broker) declare(ctx context.Context, key string, fn func(conn *amqp.Con
 		b.topo = ch
 	}
 	if err := fn(conn, b.topo); err != nil {
-		return fmt.Errorf("rabbitmq: declare %s: %w", key, err)
+		return forbidden(fmt.Errorf("rabbitmq: declare %s: %w", key, err))
 	}
 	b.known[key] = true
 	return nil
@@ -481,7 +495,7 @@ func (b *Broker) send(ctx context.Context, exchange, key string, msgs []amqp.Pub
 	if len(unconfirmed) == 0 {
 		return nil
 	}
-	return &bus.PublishError{Unconfirmed: dedupe(unconfirmed), Err: waitErr}
+	return &bus.PublishError{Unconfirmed: dedupe(unconfirmed), Err: forbidden(waitErr)}
 }
 
 func indexes(from, to int) []int {

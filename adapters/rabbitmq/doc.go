@@ -44,4 +44,10 @@
 // the connection are reported unconfirmed in a *bus.PublishError.
 //
 // Credentials come from the URL and never appear in errors or logs.
+// Refused credentials fail New with bus.ErrAuth, at once and without
+// retrying; a vhost the user may not open (NOT_ALLOWED) fails it with
+// bus.ErrForbidden, and so do Publish and Subscribe on an exchange or queue
+// the user lacks the configure, write or read permission for
+// (ACCESS_REFUSED). amqps:// verifies the server's certificate against the
+// system's roots, or Options.TLS, or the cacertfile URL parameter.
 package rabbitmq

@@ -213,3 +213,22 @@ func ParseURL(u *url.URL) (Options, error) {
 	}
 	return o, nil
 }
+
+// String describes the options with the URL's password replaced by
+// "xxxxx", so that printing or logging Options never reveals it.
+func (o Options) String() string {
+	type fields Options // without the methods, for %+v
+	c := o
+	if u, err := bus.ParseURL(o.URL); err == nil {
+		c.URL = u.Redacted()
+	} else if o.URL != "" {
+		c.URL = "(unparsable URL)"
+	}
+	return fmt.Sprintf("%+v", fields(c))
+}
+
+// GoString keeps %#v from printing the password.
+func (o Options) GoString() string { return "rabbitmq.Options" + o.String() }
+
+// LogValue keeps slog from printing the password.
+func (o Options) LogValue() slog.Value { return slog.StringValue(o.String()) }

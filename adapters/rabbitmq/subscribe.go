@@ -78,7 +78,7 @@ func (s *subscription) consume(ctx context.Context) error {
 	}
 	fail := func(what string, err error) error {
 		ch.Close()
-		return fmt.Errorf("rabbitmq: %s for %s: %w", what, s.queue, err)
+		return forbidden(fmt.Errorf("rabbitmq: %s for %s: %w", what, s.queue, err))
 	}
 	if s.b.opts.Topology == TopologyQueue {
 		if err := s.b.declareQueue(conn, ch, s.queue); err != nil {

@@ -144,7 +144,7 @@ func (b *Broker) dialError(err error) error {
 	}
 	var re redis.Error
 	if errors.As(err, &re) {
-		return fmt.Errorf("redisstream: connecting to %s: %w", b.opts.Addr, err)
+		return forbidden(fmt.Errorf("redisstream: connecting to %s: %w", b.opts.Addr, err))
 	}
 	return fmt.Errorf("%w: redis %s: %v", bus.ErrUnreachable, b.opts.Addr, err)
 }
@@ -212,7 +212,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message
 		return nil
 	case 1:
 		if err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: topic, Values: encode(msgs[0], 0)}).Err(); err != nil {
-			return fmt.Errorf("redisstream: publish to %q: %w", topic, err)
+			return forbidden(fmt.Errorf("redisstream: publish to %q: %w", topic, err))
 		}
 		return nil
 	}
@@ -241,9 +241,19 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message
 		err = first
 	}
 	if len(failed) == len(msgs) {
-		return fmt.Errorf("redisstream: publish %d messages to %q: %w", len(msgs), topic, err)
+		return forbidden(fmt.Errorf("redisstream: publish %d messages to %q: %w", len(msgs), topic, err))
 	}
-	return &bus.PublishError{Unconfirmed: failed, Err: fmt.Errorf("redisstream: publish to %q: %w", topic, err)}
+	return &bus.PublishError{Unconfirmed: failed, Err: forbidden(fmt.Errorf("redisstream: publish to %q: %w", topic, err))}
+}
+
+// forbidden marks err with bus.ErrForbidden when Redis refused a command
+// with NOPERM: the ACL user may not run it, or not on those keys.
+func forbidden(err error) error {
+	var re redis.Error
+	if err != nil && !errors.Is(err, bus.ErrForbidden) && errors.As(err, &re) && strings.HasPrefix(re.Error(), "NOPERM") {
+		return fmt.Errorf("%w: %w", bus.ErrForbidden, err)
+	}
+	return err
 }
 
 // Subscribe joins opts.Group on topic, creating the group when it does not
@@ -289,7 +299,7 @@ func (b *Broker) ensureGroups(ctx context.Context, topic, group string) error {
 	pipe.Exec(ctx)
 	for _, c := range []*redis.StatusCmd{main, retry} {
 		if err := c.Err(); err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-			return fmt.Errorf("redisstream: creating group %q on %q: %w", group, topic, err)
+			return forbidden(fmt.Errorf("redisstream: creating group %q on %q: %w", group, topic, err))
 		}
 	}
 	return nil

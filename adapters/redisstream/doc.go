@@ -3,7 +3,10 @@
 // (not Cluster), with Lua scripting. A Redis ACL user needs the @stream,
 // @sortedset and @scripting categories and PING, INFO and TIME, and SELECT
 // for a database other than 0; CONFIG GET is optional (without it
-// Features reports no persistence).
+// Features reports no persistence). Its key patterns must cover the topics'
+// streams, their dead-letter streams and omnibus:*. Refused credentials
+// fail New with bus.ErrAuth, without retrying; a command or key outside the
+// user's ACL (NOPERM) fails Publish and Subscribe with bus.ErrForbidden.
 //
 // Open it by URL after importing the package, or build a Broker with New:
 //

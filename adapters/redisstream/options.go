@@ -2,11 +2,13 @@ package redisstream
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -163,6 +165,8 @@ const (
 //	dial_timeout        default DefaultDialTimeout
 //	read_timeout        default DefaultReadTimeout
 //	pool_size           default: go-redis's
+//	tls_ca              rediss:// only: PEM file of the roots to verify
+//	                    the server with, instead of the system's
 //
 // Errors match bus.ErrBadURL, list every problem, and never contain the
 // password.
@@ -235,6 +239,20 @@ func ParseURL(u *url.URL) (Options, error) {
 				continue
 			}
 			o.PoolSize = n
+		case "tls_ca":
+			if o.TLS == nil {
+				add("tls_ca: only for %s://", SchemeTLS)
+				continue
+			}
+			pem, err := os.ReadFile(v)
+			if err != nil {
+				add("tls_ca: %v", err)
+				continue
+			}
+			o.TLS.RootCAs = x509.NewCertPool()
+			if !o.TLS.RootCAs.AppendCertsFromPEM(pem) {
+				add("tls_ca: %s holds no PEM certificate", v)
+			}
 		default:
 			add("unknown parameter %q", k)
 		}
@@ -250,3 +268,20 @@ func ParseURL(u *url.URL) (Options, error) {
 	}
 	return o, nil
 }
+
+// String describes the options with the password replaced by "xxxxx", so
+// that printing or logging Options never reveals it.
+func (o Options) String() string {
+	type fields Options // without the methods, for %+v
+	c := o
+	if c.Password != "" {
+		c.Password = "xxxxx"
+	}
+	return fmt.Sprintf("%+v", fields(c))
+}
+
+// GoString keeps %#v from printing the password.
+func (o Options) GoString() string { return "redisstream.Options" + o.String() }
+
+// LogValue keeps slog from printing the password.
+func (o Options) LogValue() slog.Value { return slog.StringValue(o.String()) }

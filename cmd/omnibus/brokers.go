@@ -80,7 +80,7 @@ func targets(args []string) ([]bench.Target, error) {
 			default:
 				i := slices.IndexFunc(namedBrokers, func(n namedBroker) bool { return n.name == a })
 				if i < 0 {
-					return nil, fmt.Errorf("unknown broker %q: want a URL or one of memory, rabbitmq, redis, kafka, all", a)
+					return nil, fmt.Errorf("unknown broker %q: want a URL or one of memory, rabbitmq, redis, kafka, all", hidePassword(a))
 				}
 				add(bench.Target{Name: a, URL: namedBrokers[i].url()})
 			}
@@ -125,4 +125,18 @@ func brokerURL(arg string) (string, error) {
 		return "", fmt.Errorf("want one broker, got %q", arg)
 	}
 	return ts[0].URL, nil
+}
+
+// hidePassword returns an argument to echo in a message: without what
+// could be a password, between the first ":" and the last "@" (as in
+// "user:pass@host" written without a scheme), and with the password of
+// every URL in it redacted.
+func hidePassword(arg string) string {
+	arg = bench.RedactText(arg)
+	if at := strings.LastIndex(arg, "@"); at > 0 {
+		if colon := strings.Index(arg[:at], ":"); colon >= 0 && !strings.Contains(arg[colon:at], "xxxxx") {
+			arg = arg[:colon+1] + "xxxxx" + arg[at:]
+		}
+	}
+	return arg
 }

@@ -8,6 +8,11 @@
 //	Redis(t)  OMNIBUS_REDIS_URL      redis://127.0.0.1:6379/0
 //	Kafka(t)  OMNIBUS_KAFKA_BROKERS  127.0.0.1:9092 (comma-separated)
 //
+// Secure(t) describes the TLS listeners, the test CA and the user omnibus
+// that scripts/brokers sets up (from .brokers/security.env, or
+// $OMNIBUS_BROKERS_DIR/security.env); CountingProxy counts a client's
+// connections, Logs captures a logger's records.
+//
 // When the broker cannot be reached, the test is skipped with a message that
 // says how to start it (make up, or scripts/brokers up NAME). Under CI=true
 // (or CI=1) it fails instead: a CI run must never turn green by skipping the
