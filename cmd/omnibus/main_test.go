@@ -62,7 +62,7 @@ func TestTargets(t *testing.T) {
 		t.Fatalf("targets = %v", ts)
 	}
 	for i := range want {
-		if ts[i] != want[i] {
+		if ts[i].Name != want[i].Name || ts[i].URL != want[i].URL {
 			t.Errorf("target %d = %+v, want %+v", i, ts[i], want[i])
 		}
 	}
