@@ -14,7 +14,7 @@ import (
 func TestOpenErrorsHidePasswordAnyShape(t *testing.T) {
 	const secret = "s3cret-Pa55"
 	for raw, want := range map[string]error{
-		"guest:" + secret + "@localhost:5672":    bus.ErrUnknownScheme, // no "//": scheme "guest"
+		"guest:" + secret + "@localhost:5672":    bus.ErrBadURL, // no "//": an "@" with no user info
 		"nosuch://guest:" + secret + "@h:1/":     bus.ErrUnknownScheme,
 		"//guest:" + secret + "@h:1/":            bus.ErrBadURL,
 		"amqp://guest:" + secret + "@h:badport/": bus.ErrBadURL,
