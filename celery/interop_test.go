@@ -3,9 +3,11 @@ package celery_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
+	_ "github.com/omnibus-mq/omnibus/adapters/kombu"
 	_ "github.com/omnibus-mq/omnibus/adapters/rabbitmq"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/celery"
@@ -76,9 +79,89 @@ func queueFor(t *testing.T, url string) string {
 	return q
 }
 
-func openBus(t *testing.T, ctx context.Context, url string) bus.Broker {
+// transport is one broker as both sides see it: Celery's broker_url and
+// transport options, and the omnibus URL of the same queues.
+type transport struct {
+	name      string
+	celeryURL string
+	// options is Celery's broker_transport_options, as JSON.
+	options string
+	busURL  string
+	queue   string
+	// keyPrefix starts every Redis key of the queue (kombu's
+	// global_keyprefix); empty on RabbitMQ.
+	keyPrefix string
+}
+
+// onBrokers runs fn as a subtest on RabbitMQ and on Redis.
+func onBrokers(t *testing.T, fn func(t *testing.T, tr transport)) {
+	t.Run("rabbitmq", func(t *testing.T) { fn(t, rabbitTransport(t)) })
+	t.Run("redis", func(t *testing.T) { fn(t, redisTransport(t, nil)) })
+}
+
+func rabbitTransport(t *testing.T) transport {
+	url := brokertest.AMQP(t)
+	return transport{name: "rabbitmq", celeryURL: url, busURL: url + "?topology=queue", queue: queueFor(t, url)}
+}
+
+// redisTransport returns kombu's Redis transport with a key prefix of the
+// test's own, so that the unacked hash is the test's alone; opts are
+// more transport options for both sides (kombu's names).
+func redisTransport(t *testing.T, opts map[string]any) transport {
+	raw := brokertest.Redis(t)
+	prefix := brokertest.Name(t) + ":"
+	t.Cleanup(func() { deletePrefix(raw, prefix) })
+	all := map[string]any{"global_keyprefix": prefix}
+	q := url.Values{"global_keyprefix": {prefix}, "poll_interval": {"200ms"}}
+	for k, v := range opts {
+		all[k] = v
+		q.Set(k, fmt.Sprint(v))
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Scheme = "kombu+" + u.Scheme
+	u.RawQuery = q.Encode()
+	return transport{name: "redis", celeryURL: raw, options: string(mustJSON(t, all)), busURL: u.String(),
+		queue: brokertest.Name(t), keyPrefix: prefix}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// deletePrefix deletes the Redis keys under prefix.
+func deletePrefix(raw, prefix string) {
+	opt, err := redis.ParseURL(raw)
+	if err != nil {
+		return
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	ctx := context.Background()
+	iter := rdb.Scan(ctx, 0, prefix+"*", 500).Iterator()
+	for iter.Next(ctx) {
+		rdb.Del(ctx, iter.Val())
+	}
+}
+
+// env is the environment of a Celery process on tr.
+func (tr transport) env(extra ...string) []string {
+	e := append(os.Environ(), "CELERY_BROKER_URL="+tr.celeryURL)
+	if tr.options != "" {
+		e = append(e, "CELERY_BROKER_TRANSPORT_OPTIONS="+tr.options)
+	}
+	return append(e, extra...)
+}
+
+func openBus(t *testing.T, ctx context.Context, tr transport) bus.Broker {
 	t.Helper()
-	b, err := bus.Open(ctx, url+"?topology=queue")
+	b, err := bus.Open(ctx, tr.busURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,12 +197,12 @@ func (l *logBuffer) String() string {
 
 // startCeleryWorker runs a Celery worker (solo pool) on queue and returns
 // once it is consuming. The worker is stopped when the test ends.
-func startCeleryWorker(t *testing.T, py, url, queue, out string) *logBuffer {
+func startCeleryWorker(t *testing.T, py string, tr transport, out string) *logBuffer {
 	t.Helper()
-	cmd := exec.Command(py, "-m", "celery", "-A", "sms_tasks", "worker", "-P", "solo", "-Q", queue,
+	cmd := exec.Command(py, "-m", "celery", "-A", "sms_tasks", "worker", "-P", "solo", "-Q", tr.queue,
 		"--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "info", "-n", "go-interop@%h")
 	cmd.Dir = "testdata"
-	cmd.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "SMS_OUT="+out)
+	cmd.Env = tr.env("SMS_OUT=" + out)
 	logs := &logBuffer{marker: " ready.", seen: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	// Its own process group, so that Kill reaches any process the worker
@@ -195,16 +278,17 @@ func waitRecords(t *testing.T, ctx context.Context, path string, n int, logs *lo
 
 // TestCeleryWorkerRunsGoTasks: omnibus enqueues, a real Celery worker runs
 // the task, with positional and keyword arguments and with an eta.
-func TestCeleryWorkerRunsGoTasks(t *testing.T) {
-	url := brokertest.AMQP(t)
+func TestCeleryWorkerRunsGoTasks(t *testing.T) { onBrokers(t, testCeleryWorkerRunsGoTasks) }
+
+func testCeleryWorkerRunsGoTasks(t *testing.T, tr transport) {
 	py := python(t)
-	queue := queueFor(t, url)
+	queue := tr.queue
 	out := filepath.Join(t.TempDir(), "sms.jsonl")
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 
-	logs := startCeleryWorker(t, py, url, queue, out)
-	b := openBus(t, ctx, url)
+	logs := startCeleryWorker(t, py, tr, out)
+	b := openBus(t, ctx, tr)
 
 	first, err := celery.Delay(ctx, b, queue, smsTask, "+15550100", "4711")
 	if err != nil {
@@ -246,16 +330,17 @@ func TestCeleryWorkerRunsGoTasks(t *testing.T) {
 // TestCeleryClientToGoWorker: a real Celery client sends with delay-like
 // apply_async and with a countdown; an omnibus worker runs both, retrying
 // a failure the way Celery does.
-func TestCeleryClientToGoWorker(t *testing.T) {
-	url := brokertest.AMQP(t)
+func TestCeleryClientToGoWorker(t *testing.T) { onBrokers(t, testCeleryClientToGoWorker) }
+
+func testCeleryClientToGoWorker(t *testing.T, tr transport) {
 	py := python(t)
-	queue := queueFor(t, url)
+	queue := tr.queue
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 
 	send := exec.CommandContext(ctx, py, "sms_tasks.py", "send", queue, "+15550199", "9876")
 	send.Dir = "testdata"
-	send.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "SMS_OUT="+os.DevNull)
+	send.Env = tr.env("SMS_OUT=" + os.DevNull)
 	sent := time.Now()
 	outb, err := send.Output()
 	if err != nil {
@@ -270,7 +355,7 @@ func TestCeleryClientToGoWorker(t *testing.T) {
 		t.Fatalf("celery client output %q: %v", outb, err)
 	}
 
-	b := openBus(t, ctx, url)
+	b := openBus(t, ctx, tr)
 	w, err := celery.NewWorker(b, queue, celery.Concurrency(2), celery.Logger(quiet))
 	if err != nil {
 		t.Fatal(err)
@@ -345,11 +430,12 @@ func TestCeleryClientToGoWorker(t *testing.T) {
 // TestCeleryClientGetsGoResults: a Go worker runs tasks that a real Celery
 // client sent, and the client's AsyncResult.get returns the value or
 // raises the exception, read from Celery's Redis result backend.
-func TestCeleryClientGetsGoResults(t *testing.T) {
-	url := brokertest.AMQP(t)
+func TestCeleryClientGetsGoResults(t *testing.T) { onBrokers(t, testCeleryClientGetsGoResults) }
+
+func testCeleryClientGetsGoResults(t *testing.T, tr transport) {
 	redisURL := brokertest.Redis(t)
 	py := python(t)
-	queue := queueFor(t, url)
+	queue := tr.queue
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 
@@ -361,7 +447,7 @@ func TestCeleryClientGetsGoResults(t *testing.T) {
 	defer rdb.Close()
 	store := redisresult.New(rdb, redisresult.Expires(time.Minute))
 
-	b := openBus(t, ctx, url)
+	b := openBus(t, ctx, tr)
 	w, err := celery.NewWorker(b, queue, celery.Results(store), celery.Logger(quiet))
 	if err != nil {
 		t.Fatal(err)
@@ -389,7 +475,7 @@ func TestCeleryClientGetsGoResults(t *testing.T) {
 
 	client := exec.CommandContext(ctx, py, "sms_tasks.py", "results", queue, "+15550123", "2468")
 	client.Dir = "testdata"
-	client.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "CELERY_RESULT_BACKEND="+redisURL, "SMS_OUT="+os.DevNull)
+	client.Env = tr.env("CELERY_RESULT_BACKEND="+redisURL, "SMS_OUT="+os.DevNull)
 	outb, err := client.Output()
 	if err != nil {
 		var ee *exec.ExitError
@@ -431,17 +517,18 @@ func TestCeleryClientGetsGoResults(t *testing.T) {
 // sent and sends Celery's retry; a Celery worker then runs that retry.
 // The typed headers (retries, timelimit, nulls) pass through omnibus and
 // back to Celery intact.
-func TestGoRetryRunsOnCeleryWorker(t *testing.T) {
-	url := brokertest.AMQP(t)
+func TestGoRetryRunsOnCeleryWorker(t *testing.T) { onBrokers(t, testGoRetryRunsOnCeleryWorker) }
+
+func testGoRetryRunsOnCeleryWorker(t *testing.T, tr transport) {
 	py := python(t)
-	queue := queueFor(t, url)
+	queue := tr.queue
 	out := filepath.Join(t.TempDir(), "sms.jsonl")
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 
 	send := exec.CommandContext(ctx, py, "sms_tasks.py", "send", queue, "+15550142", "1357")
 	send.Dir = "testdata"
-	send.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "SMS_OUT="+os.DevNull)
+	send.Env = tr.env("SMS_OUT=" + os.DevNull)
 	outb, err := send.Output()
 	if err != nil {
 		t.Fatalf("celery client: %v", err)
@@ -453,7 +540,7 @@ func TestGoRetryRunsOnCeleryWorker(t *testing.T) {
 
 	// The Go worker fails the immediate task once and postpones the
 	// countdown one; both go back to the queue through omnibus.
-	b := openBus(t, ctx, url)
+	b := openBus(t, ctx, tr)
 	w, err := celery.NewWorker(b, queue, celery.Logger(quiet))
 	if err != nil {
 		t.Fatal(err)
@@ -481,7 +568,7 @@ func TestGoRetryRunsOnCeleryWorker(t *testing.T) {
 		t.Fatalf("worker: %v", err)
 	}
 
-	logs := startCeleryWorker(t, py, url, queue, out)
+	logs := startCeleryWorker(t, py, tr, out)
 	recs := waitRecords(t, ctx, out, 2, logs)
 	byID := map[string]smsRecord{}
 	for _, rec := range recs {
@@ -523,19 +610,25 @@ func kind(v any) string {
 // every header Celery sets, with the same kind of value, the same
 // properties and the same body layout.
 func TestEncodeMatchesCelery(t *testing.T) {
-	url := brokertest.AMQP(t)
+	t.Run("rabbitmq", testEncodeMatchesCeleryAMQP)
+	t.Run("redis", testEncodeMatchesCeleryRedis)
+}
+
+func testEncodeMatchesCeleryAMQP(t *testing.T) {
+	tr := rabbitTransport(t)
+	url := tr.celeryURL
 	py := python(t)
-	fromCelery, fromGo := queueFor(t, url), queueFor(t, url)
+	fromCelery, fromGo := tr.queue, queueFor(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
 	send := exec.CommandContext(ctx, py, "sms_tasks.py", "send", fromCelery, "+15550100", "4711")
 	send.Dir = "testdata"
-	send.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "SMS_OUT="+os.DevNull)
+	send.Env = tr.env("SMS_OUT=" + os.DevNull)
 	if out, err := send.CombinedOutput(); err != nil {
 		t.Fatalf("celery client: %v\n%s", err, out)
 	}
-	b := openBus(t, ctx, url)
+	b := openBus(t, ctx, tr)
 	if _, err := celery.Delay(ctx, b, fromGo, smsTask, "+15550100", "4711"); err != nil {
 		t.Fatal(err)
 	}
@@ -590,5 +683,131 @@ func TestEncodeMatchesCelery(t *testing.T) {
 	}
 	if fmt.Sprint(pyBody) != fmt.Sprint(goBody) {
 		t.Errorf("bodies differ: Celery %s, Delay %s", py1.Body, go1.Body)
+	}
+}
+
+// kombuEnvelope is a message as kombu's Redis transport stores it.
+type kombuEnvelope struct {
+	Body            string                     `json:"body"`
+	ContentEncoding string                     `json:"content-encoding"`
+	ContentType     string                     `json:"content-type"`
+	Headers         map[string]any             `json:"headers"`
+	Properties      map[string]json.RawMessage `json:"properties"`
+}
+
+// jsonKind is the JSON kind of a decoded value.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "string"
+	case bool:
+		return "bool"
+	case float64:
+		return "number"
+	case []any:
+		return "list"
+	case map[string]any:
+		return "object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// testEncodeMatchesCeleryRedis compares, in the Redis lists of kombu's
+// transport, the envelope the real Celery client stores with the one
+// Delay stores for the same call: every header with the same kind of
+// value, the same properties (but reply_to, which Celery's client sets for
+// its result consumer), delivery_info, encodings and body.
+func testEncodeMatchesCeleryRedis(t *testing.T) {
+	tr := redisTransport(t, nil)
+	py := python(t)
+	fromCelery, fromGo := tr.queue, brokertest.Name(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	send := exec.CommandContext(ctx, py, "sms_tasks.py", "send", fromCelery, "+15550100", "4711")
+	send.Dir = "testdata"
+	send.Env = tr.env("SMS_OUT=" + os.DevNull)
+	if out, err := send.CombinedOutput(); err != nil {
+		t.Fatalf("celery client: %v\n%s", err, out)
+	}
+	b := openBus(t, ctx, tr)
+	if _, err := celery.Delay(ctx, b, fromGo, smsTask, "+15550100", "4711"); err != nil {
+		t.Fatal(err)
+	}
+	opt, err := redis.ParseURL(tr.celeryURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	get := func(q string) (kombuEnvelope, string) {
+		// The oldest message, the one sent without a countdown.
+		raw, err := rdb.LIndex(ctx, tr.keyPrefix+q, -1).Result()
+		if err != nil {
+			t.Fatalf("reading list %s: %v", q, err)
+		}
+		var e kombuEnvelope
+		if err := json.Unmarshal([]byte(raw), &e); err != nil {
+			t.Fatalf("envelope %s: %v", raw, err)
+		}
+		return e, raw
+	}
+	py1, pyRaw := get(fromCelery)
+	go1, goRaw := get(fromGo)
+	for k, v := range py1.Headers {
+		g, ok := go1.Headers[k]
+		if !ok {
+			t.Errorf("Celery sets header %s (%v); Delay does not", k, v)
+			continue
+		}
+		if k == "ignore_result" && g == nil {
+			continue // as on RabbitMQ: left to the task's own setting
+		}
+		if jsonKind(g) != jsonKind(v) {
+			t.Errorf("header %s: Celery sends a %s (%v), Delay a %s (%v)", k, jsonKind(v), v, jsonKind(g), g)
+		}
+	}
+	for k, v := range py1.Properties {
+		if _, ok := go1.Properties[k]; !ok && k != "reply_to" {
+			t.Errorf("Celery sets property %s (%s); Delay does not", k, v)
+		}
+	}
+	for _, k := range []string{"delivery_mode", "priority", "body_encoding"} {
+		if string(py1.Properties[k]) != string(go1.Properties[k]) {
+			t.Errorf("property %s: Celery %s, Delay %s", k, py1.Properties[k], go1.Properties[k])
+		}
+	}
+	var pyInfo, goInfo map[string]string
+	json.Unmarshal(py1.Properties["delivery_info"], &pyInfo)
+	json.Unmarshal(go1.Properties["delivery_info"], &goInfo)
+	if pyInfo["exchange"] != goInfo["exchange"] || pyInfo["routing_key"] != fromCelery || goInfo["routing_key"] != fromGo {
+		t.Errorf("delivery_info: Celery %v, Delay %v", pyInfo, goInfo)
+	}
+	var corr string
+	json.Unmarshal(go1.Properties["correlation_id"], &corr)
+	if corr != go1.Headers["id"] {
+		t.Errorf("Delay's correlation_id %q is not its task id %v", corr, go1.Headers["id"])
+	}
+	if py1.ContentType != go1.ContentType || py1.ContentEncoding != go1.ContentEncoding {
+		t.Errorf("encodings: Celery %q %q, Delay %q %q", py1.ContentType, py1.ContentEncoding, go1.ContentType, go1.ContentEncoding)
+	}
+	decode := func(b64 string) []any {
+		raw, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			t.Fatalf("body %q: %v", b64, err)
+		}
+		var v []any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			t.Fatalf("body %s: %v", raw, err)
+		}
+		return v
+	}
+	if pb, gb := decode(py1.Body), decode(go1.Body); fmt.Sprint(pb) != fmt.Sprint(gb) {
+		t.Errorf("bodies differ: Celery %v, Delay %v", pb, gb)
+	}
+	if t.Failed() {
+		t.Logf("Celery: %s\nDelay:  %s", pyRaw, goRaw)
 	}
 }
