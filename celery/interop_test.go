@@ -115,7 +115,9 @@ func redisTransport(t *testing.T, opts map[string]any) transport {
 	q := url.Values{"global_keyprefix": {prefix}, "poll_interval": {"200ms"}}
 	for k, v := range opts {
 		all[k] = v
-		q.Set(k, fmt.Sprint(v))
+		if k != "unacked_restore_throttle" { // Celery's alone
+			q.Set(k, fmt.Sprint(v))
+		}
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -213,8 +215,9 @@ func startCeleryWorker(t *testing.T, py string, tr transport, out string) *logBu
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		// Every task has been acknowledged by now, and an idle Celery 5.7
 		// worker can take ten seconds to finish even a cold shutdown.
@@ -231,8 +234,8 @@ func startCeleryWorker(t *testing.T, py string, tr transport, out string) *logBu
 	})
 	select {
 	case <-logs.seen:
-	case err := <-exited:
-		t.Fatalf("celery worker exited: %v\n%s", err, logs)
+	case <-exited:
+		t.Fatalf("celery worker exited: %v\n%s", exitErr, logs)
 	case <-time.After(20 * time.Second):
 		t.Fatalf("celery worker not ready after 20s:\n%s", logs)
 	}
@@ -250,6 +253,7 @@ type smsRecord struct {
 	RootID   string  `json:"root_id"`
 	ParentID *string `json:"parent_id"`
 	RanAt    float64 `json:"ran_at"`
+	PID      int     `json:"pid"`
 }
 
 // waitRecords waits until the Celery task has written n lines to path.
@@ -809,5 +813,156 @@ func testEncodeMatchesCeleryRedis(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("Celery: %s\nDelay:  %s", pyRaw, goRaw)
+	}
+}
+
+// TestCeleryRestoresTaskOfDeadGoWorker: a Go worker takes a task and its
+// process is killed before it acknowledges it; a real Celery worker then
+// finds the task in kombu's unacked hash past the visibility timeout,
+// puts it back in its queue and runs it. So a Go worker on kombu's Redis
+// transport is at least once like a Celery worker, Celery restoring for it.
+func TestCeleryRestoresTaskOfDeadGoWorker(t *testing.T) {
+	tr := redisTransport(t, map[string]any{"visibility_timeout": 2, "unacked_restore_interval": 1, "unacked_restore_throttle": 1})
+	py := python(t)
+	out := filepath.Join(t.TempDir(), "sms.jsonl")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+
+	b := openBus(t, ctx, tr)
+	id, err := celery.Delay(ctx, b, tr.queue, smsTask, "+15550177", "8642")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runGoWorkerAndKill(t, tr, id)
+	opt, err := redis.ParseURL(tr.celeryURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	if n := rdb.HLen(ctx, tr.keyPrefix+"unacked").Val(); n != 1 {
+		t.Fatalf("kombu's unacked hash holds %d entries after the Go worker died, want 1", n)
+	}
+	if n := rdb.LLen(ctx, tr.keyPrefix+tr.queue).Val(); n != 0 {
+		t.Fatalf("the queue holds %d messages while the task is unacked, want 0", n)
+	}
+
+	logs := startCeleryWorker(t, py, tr, out)
+	recs := waitRecords(t, ctx, out, 1, logs)
+	if r := recs[0]; r.ID != id || r.Phone != "+15550177" || r.Code != "8642" {
+		t.Errorf("the Celery worker ran %+v, want task %s", r, id)
+	}
+	if n := rdb.HLen(ctx, tr.keyPrefix+"unacked").Val(); n != 0 {
+		t.Errorf("kombu's unacked hash holds %d entries after Celery ran the task, want 0", n)
+	}
+}
+
+// runGoWorkerAndKill runs a Go worker in a process of its own (this test
+// binary, as TestHelperGoWorker) until it has started task id, then kills
+// it with SIGKILL.
+func runGoWorkerAndKill(t *testing.T, tr transport, id string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperGoWorker$")
+	cmd.Env = append(os.Environ(), "CELERY_HELPER_URL="+tr.busURL, "CELERY_HELPER_QUEUE="+tr.queue)
+	logs := &logBuffer{marker: "running " + id, seen: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.WaitDelay = 3 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case <-logs.seen:
+	case err := <-exited:
+		t.Fatalf("the Go worker exited before it ran the task: %v\n%s", err, logs)
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("the Go worker did not start the task within 20s:\n%s", logs)
+	}
+	cmd.Process.Kill()
+	<-exited
+}
+
+// TestHelperGoWorker is the Go worker process that
+// TestCeleryRestoresTaskOfDeadGoWorker kills: its handler announces the
+// task and never returns.
+func TestHelperGoWorker(t *testing.T) {
+	raw := os.Getenv("CELERY_HELPER_URL")
+	if raw == "" {
+		t.Skip("the worker process of TestCeleryRestoresTaskOfDeadGoWorker")
+	}
+	b, err := bus.Open(context.Background(), raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := celery.NewWorker(b, os.Getenv("CELERY_HELPER_QUEUE"), celery.Logger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Handle(smsTask, func(ctx context.Context, r celery.Request) error {
+		fmt.Printf("running %s\n", r.ID)
+		select {}
+	})
+	w.Run(context.Background())
+}
+
+// TestGoWorkerRestoresTaskOfDeadCeleryWorker: a real Celery worker takes a
+// task and is killed while it runs it; a Go worker then finds the task in
+// kombu's unacked hash past the visibility timeout, puts it back in its
+// queue and runs it.
+func TestGoWorkerRestoresTaskOfDeadCeleryWorker(t *testing.T) {
+	tr := redisTransport(t, map[string]any{"visibility_timeout": 2, "unacked_restore_interval": 0.2})
+	py := python(t)
+	out := filepath.Join(t.TempDir(), "sms.jsonl")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+
+	b := openBus(t, ctx, tr)
+	id, err := celery.Delay(ctx, b, tr.queue, smsTask, "+15550188", "hang")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := startCeleryWorker(t, py, tr, out)
+	recs := waitRecords(t, ctx, out, 1, logs)
+	if recs[0].ID != id || recs[0].PID <= 0 {
+		t.Fatalf("the Celery worker ran %+v, want task %s", recs[0], id)
+	}
+	if err := syscall.Kill(recs[0].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+
+	w, err := celery.NewWorker(b, tr.queue, celery.Logger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan celery.Request, 2)
+	w.Handle(smsTask, func(ctx context.Context, r celery.Request) error {
+		ran <- r
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		w.Shutdown(sctx)
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}()
+	select {
+	case r := <-ran:
+		var phone, code string
+		if err := r.Bind(&phone, &code); err != nil || r.ID != id || phone != "+15550188" || code != "hang" {
+			t.Errorf("the Go worker ran %+v (%v)", r, err)
+		}
+		if since := time.Since(killed); since > 30*time.Second {
+			t.Errorf("restored %v after the Celery worker died", since)
+		}
+	case <-ctx.Done():
+		t.Fatalf("the Go worker did not get the task of the dead Celery worker:\n%s", logs)
 	}
 }

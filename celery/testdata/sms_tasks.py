@@ -43,9 +43,13 @@ def send_sms_code(self, phone, code, lang="en"):
         "parent_id": req.parent_id,
         "origin": req.origin,
         "ran_at": time.time(),
+        "pid": os.getpid(),
     }
     with open(os.environ["SMS_OUT"], "a") as f:
         f.write(json.dumps(record) + "\n")
+    if code == "hang":
+        # For the tests that kill a worker while it runs a task.
+        time.sleep(3600)
     return "sent %s to %s" % (code, phone)
 
 
