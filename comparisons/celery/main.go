@@ -25,6 +25,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -368,10 +369,12 @@ func measure(c config, br string, w worker) result {
 		return fail(fmt.Errorf("preloaded queue holds %d tasks (%v), want %d", d, err, c.n))
 	}
 
-	stop, err := start(ctx, c, s, b, queue, w)
+	var ran atomic.Int64
+	stop, err := start(ctx, c, s, b, queue, w, &ran)
 	if err != nil {
 		return fail(err)
 	}
+	goWorker := strings.HasPrefix(w.Kind, "go-")
 	lastFull, end := time.Now(), time.Time{}
 	for end.IsZero() {
 		at := time.Now()
@@ -383,7 +386,10 @@ func measure(c config, br string, w worker) result {
 		switch {
 		case d >= c.n:
 			lastFull = at
-		case d == 0:
+		case d == 0 && (!goWorker || ran.Load() >= int64(c.n)):
+			// A Go worker counts its runs, so the end is when the last
+			// one has run; a Celery worker's end is when the queue is
+			// empty, with at most its prefetch window still running.
 			end = at
 		}
 		select {
@@ -404,7 +410,7 @@ func measure(c config, br string, w worker) result {
 }
 
 // start runs w on queue and returns the function that stops it.
-func start(ctx context.Context, c config, s *side, b bus.Broker, queue string, w worker) (func() error, error) {
+func start(ctx context.Context, c config, s *side, b bus.Broker, queue string, w worker, ran *atomic.Int64) (func() error, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	switch w.Kind {
 	case "go-celery":
@@ -413,12 +419,12 @@ func start(ctx context.Context, c config, s *side, b bus.Broker, queue string, w
 		if err != nil {
 			return nil, err
 		}
-		cw.Handle(noopTask, func(context.Context, celery.Request) error { return nil })
+		cw.Handle(noopTask, func(context.Context, celery.Request) error { ran.Add(1); return nil })
 		return goRun(ctx, cw.Run), nil
 	case "go-task":
 		tw := task.NewWorker(b, task.WorkerConfig{Queues: []string{queue}, Concurrency: w.Concurrency,
 			Prefetch: w.Prefetch - w.Concurrency, Logger: quiet})
-		task.Handle(tw, task.Define[noArgs](noopTask, task.OnQueue(queue)), func(context.Context, noArgs) error { return nil })
+		task.Handle(tw, task.Define[noArgs](noopTask, task.OnQueue(queue)), func(context.Context, noArgs) error { ran.Add(1); return nil })
 		return goRun(ctx, tw.Run), nil
 	}
 	pool := strings.TrimPrefix(w.Kind, "celery-")
