@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -79,6 +80,7 @@ type config struct {
 	brokers, workers string
 	out              string
 	timeout          time.Duration
+	cpuProfile       string
 }
 
 func main() {
@@ -92,9 +94,22 @@ func main() {
 		"contenders, kind:concurrency[:prefetch]")
 	flag.StringVar(&c.out, "out", "comparisons/celery/results", "directory for results.json and results.md (a subdirectory per run)")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "longest a run may take to drain the queue")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the Go workers) to this file")
 	flag.Parse()
+	if c.cpuProfile != "" {
+		f, err := os.Create(c.cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(c); err != nil {
-		log.Fatal(err)
+		log.Print(err)
+		pprof.StopCPUProfile()
+		os.Exit(1)
 	}
 }
 
