@@ -43,19 +43,24 @@ import (
 const noopTask = "bench.noop"
 
 // worker is one contender: kind is celery-prefork, celery-threads,
-// go-celery (celery.Worker) or go-task (task.Worker).
+// celery-solo, go-celery (celery.Worker) or go-task (task.Worker).
 type worker struct {
 	Kind        string `json:"kind"`
 	Concurrency int    `json:"concurrency"`
-	// Prefetch of the Go workers; Celery's is its default, 4 per process
-	// or thread (worker_prefetch_multiplier).
+	// Prefetch of the Go workers: the most unacknowledged tasks held.
 	Prefetch int `json:"prefetch,omitempty"`
+	// Multiplier is a Celery worker's worker_prefetch_multiplier; zero
+	// leaves Celery's default, 4 per process or thread.
+	Multiplier int `json:"prefetch_multiplier,omitempty"`
 }
 
 func (w worker) String() string {
 	s := fmt.Sprintf("%s -c %d", w.Kind, w.Concurrency)
 	if w.Prefetch > 0 {
 		s += fmt.Sprintf(" prefetch %d", w.Prefetch)
+	}
+	if w.Multiplier > 0 {
+		s += fmt.Sprintf(" prefetch_multiplier %d", w.Multiplier)
 	}
 	return s
 }
@@ -90,8 +95,8 @@ func main() {
 	flag.StringVar(&c.amqpURL, "amqp", env("OMNIBUS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ URL")
 	flag.StringVar(&c.redis, "redis", env("OMNIBUS_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL")
 	flag.StringVar(&c.brokers, "brokers", "rabbitmq,redis", "brokers to run on")
-	flag.StringVar(&c.workers, "workers", "celery-prefork:2,celery-threads:2,go-celery:2:8,go-celery:16:256,go-task:2:8",
-		"contenders, kind:concurrency[:prefetch]")
+	flag.StringVar(&c.workers, "workers", "celery-prefork:2,celery-threads:2,celery-solo:1,celery-solo:1:64,go-celery:2:8,go-celery:16:256,go-task:2:8",
+		"contenders, kind:concurrency[:prefetch]; a Celery worker's third field is its worker_prefetch_multiplier")
 	flag.StringVar(&c.out, "out", "comparisons/celery/results", "directory for results.json and results.md (a subdirectory per run)")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "longest a run may take to drain the queue")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the Go workers) to this file")
@@ -138,16 +143,15 @@ func parseWorkers(s string) ([]worker, error) {
 			}
 		}
 		switch w.Kind {
-		case "celery-prefork", "celery-threads":
-			if w.Prefetch > 0 {
-				return nil, fmt.Errorf("worker %q: Celery workers keep their default prefetch", spec)
-			}
+		case "celery-prefork", "celery-threads", "celery-solo":
+			// The third field is the prefetch multiplier.
+			w.Multiplier, w.Prefetch = w.Prefetch, 0
 		case "go-celery", "go-task":
 			if w.Prefetch == 0 {
 				w.Prefetch = w.Concurrency
 			}
 		default:
-			return nil, fmt.Errorf("worker %q: unknown kind (celery-prefork, celery-threads, go-celery, go-task)", spec)
+			return nil, fmt.Errorf("worker %q: unknown kind (celery-prefork, celery-threads, celery-solo, go-celery, go-task)", spec)
 		}
 		ws = append(ws, w)
 	}
@@ -451,6 +455,9 @@ func start(ctx context.Context, c config, s *side, b bus.Broker, queue string, w
 	}
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CELERY_BROKER_URL="+s.celeryURL, "CELERY_BROKER_TRANSPORT_OPTIONS="+s.options)
+	if w.Multiplier > 0 {
+		cmd.Env = append(cmd.Env, "CELERY_WORKER_PREFETCH_MULTIPLIER="+strconv.Itoa(w.Multiplier))
+	}
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
