@@ -379,3 +379,109 @@ func TestAckAfterRestore(t *testing.T) {
 		t.Fatalf("Ack after a restore: %v, want ErrRestored", err)
 	}
 }
+
+// TestMalformedEntriesDeadLettered: queue entries that are not kombu
+// envelopes go to the dead-letter queue with ErrMalformed's text and are
+// never handed to Receive; the unacked hash keeps nothing of them.
+func TestMalformedEntriesDeadLettered(t *testing.T) {
+	raw := kombuURL(t, "poll_interval=100ms")
+	b := open(t, raw)
+	u, _ := url.Parse(raw)
+	p := u.Query().Get("global_keyprefix")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rdb := b.Client()
+	rdb.LPush(ctx, p+"mixed", "not json at all", `{"body": "eA==", "properties": {"body_encoding": "base64"}}`)
+	good := bus.NewMessage([]byte("fine"))
+	if err := b.Publish(ctx, "mixed", good); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe(ctx, "mixed", bus.SubscribeOptions{Prefetch: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	d, err := sub.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Message().ID != good.ID {
+		t.Fatalf("Receive returned %q, want only the well-formed message", d.Message().Body)
+	}
+	if err := d.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dlq, err := b.Subscribe(ctx, "mixed.dlq", bus.SubscribeOptions{Prefetch: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dlq.Close()
+	bodies := map[string]bool{}
+	for range 2 {
+		d, err := dlq.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := d.Message().Headers.Get(bus.HeaderError); !strings.Contains(h, kombu.ErrMalformed.Error()) {
+			t.Errorf("dead letter error header %q, want it to name %v", h, kombu.ErrMalformed)
+		}
+		bodies[string(d.Message().Body)] = true
+		d.Ack(ctx)
+	}
+	if !bodies["not json at all"] || len(bodies) != 2 {
+		t.Errorf("dead letters %v, want both malformed entries as they were", bodies)
+	}
+	if n := rdb.HLen(ctx, p+"unacked").Val(); n != 0 {
+		t.Errorf("unacked hash holds %d entries, want 0", n)
+	}
+}
+
+// TestRestoreThroughBinding: an unacked entry published through a named
+// exchange goes back to the queue that kombu's binding table binds to
+// that exchange with its routing key, on the list of its priority.
+func TestRestoreThroughBinding(t *testing.T) {
+	raw := kombuURL(t, "")
+	b := open(t, raw)
+	u, _ := url.Parse(raw)
+	p := u.Query().Get("global_keyprefix")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rdb := b.Client()
+	rdb.SAdd(ctx, p+"_kombu.binding.tasks", "sms\x06\x16\x06\x16sms-queue", "mail\x06\x16\x06\x16mail-queue")
+	msg := `{"body": "aGk=", "content-encoding": "utf-8", "content-type": "text/plain", "headers": {},
+ "properties": {"delivery_info": {"exchange": "tasks", "routing_key": "sms"}, "priority": 6,
+ "body_encoding": "base64", "delivery_tag": "tag-1"}}`
+	rdb.HSet(ctx, p+"unacked", "tag-1", `[`+msg+`, "tasks", "sms"]`)
+	rdb.ZAdd(ctx, p+"unacked_index", redis.Z{Score: 1, Member: "tag-1"})
+	if n, err := b.Restore(ctx); err != nil || n != 1 {
+		t.Fatalf("Restore = %d, %v, want 1", n, err)
+	}
+	items := rdb.LRange(ctx, p+"sms-queue\x06\x166", 0, -1).Val()
+	if len(items) != 1 || rdb.Exists(ctx, p+"mail-queue", p+"sms-queue").Val() != 0 {
+		t.Fatalf("priority list of sms-queue holds %v, want the restored message alone", items)
+	}
+	var e struct {
+		Properties struct {
+			DeliveryInfo struct {
+				Redelivered bool `json:"redelivered"`
+			} `json:"delivery_info"`
+			Attempt int `json:"omnibus-attempt"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal([]byte(items[0]), &e); err != nil || !e.Properties.DeliveryInfo.Redelivered || e.Properties.Attempt != 2 {
+		t.Fatalf("restored %s (%v), want redelivered with omnibus-attempt 2", items[0], err)
+	}
+	if rdb.HLen(ctx, p+"unacked").Val() != 0 || rdb.ZCard(ctx, p+"unacked_index").Val() != 0 {
+		t.Fatal("Restore left the entry in the unacked hash or index")
+	}
+	// Held by someone else's restore: nothing happens.
+	rdb.Set(ctx, p+"unacked_mutex", "other", time.Minute)
+	rdb.HSet(ctx, p+"unacked", "tag-2", `[`+msg+`, "tasks", "sms"]`)
+	rdb.ZAdd(ctx, p+"unacked_index", redis.Z{Score: 1, Member: "tag-2"})
+	if n, err := b.Restore(ctx); err != nil || n != 0 {
+		t.Fatalf("Restore under another's mutex = %d, %v, want 0", n, err)
+	}
+	if rdb.Get(ctx, p+"unacked_mutex").Val() != "other" {
+		t.Fatal("Restore released a mutex it did not hold")
+	}
+}
