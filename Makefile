@@ -22,7 +22,7 @@ down:
 status:
 	scripts/brokers status $(BROKERS)
 
-## venv: the Python environment of the interop tests (pika)
+## venv: the Python environment of the interop tests (pika, Celery, kombu)
 venv: $(VENV)/.installed
 $(VENV)/.installed: scripts/python-requirements.txt
 	python3 -m venv $(VENV)
@@ -30,11 +30,22 @@ $(VENV)/.installed: scripts/python-requirements.txt
 	touch $@
 
 ## interop: the Celery interop tests, against a real Celery worker and client
-## from the venv; only the brokers they use are started
+## from the venv, every direction on RabbitMQ and on Redis (kombu's Redis
+## transport, adapters/kombu); only the brokers they use are started
 .PHONY: interop
 interop: BROKERS = rabbitmq redis
 interop: up venv
 	$(GO) test -race -count=1 -run Celery ./celery/...
+
+## bench-celery: a real Celery worker (prefork, threads) and omnibus's workers
+## drain the same preloaded queue of no-op tasks on RabbitMQ and on Redis;
+## writes comparisons/celery/results/<time>/{results.json,results.md}.
+## BENCH_CELERY_FLAGS passes flags, e.g. BENCH_CELERY_FLAGS="-n 50000 -brokers redis".
+BENCH_CELERY_FLAGS ?=
+.PHONY: bench-celery
+bench-celery: BROKERS = rabbitmq redis
+bench-celery: up venv
+	$(GO) run ./comparisons/celery -python $(VENV)/bin/python $(BENCH_CELERY_FLAGS)
 
 ## test: start the brokers, then run every test with the race detector,
 ## one package at a time: the broker tests share two cores with the brokers

@@ -9,6 +9,14 @@
 //	b, err := bus.Open(ctx, "amqp://guest:guest@127.0.0.1:5672/?topology=queue")
 //	id, err := celery.Delay(ctx, b, "celery", "tasks.send_sms_code", "+15550100", "4711")
 //
+// On Redis open it through adapters/kombu, which keeps Celery's queues as
+// kombu's Redis transport does (lists of JSON envelopes, the unacked hash
+// and index, visibility-timeout restores); its URL names the server as
+// Celery's broker_url does, and its global_keyprefix and
+// visibility_timeout parameters must match Celery's transport options:
+//
+//	b, err := bus.Open(ctx, "kombu+redis://127.0.0.1:6379/0")
+//
 // and run Celery's tasks in Go:
 //
 //	w, err := celery.NewWorker(b, "celery")
@@ -28,14 +36,18 @@
 // carries each non-string header as JSON text and lists those names in
 // the HeaderTyped header; the RabbitMQ adapter turns them back into typed
 // AMQP values on publish, and does the reverse on receipt, so the
-// headers reach Celery exactly as Celery sends them.
+// headers reach Celery exactly as Celery sends them. The kombu adapter
+// does the same with the JSON values of kombu's envelope.
 //
 // # Semantics
 //
 // A Worker acknowledges a message only after its handler returned, so a
 // task runs at least once, like a Celery worker with acks_late. A task
 // whose eta is in the future is put off with bus.Postpone until it is due
-// rather than held in memory, so it takes no prefetch slot. An expired
+// rather than held in memory, so it takes no prefetch slot. (On kombu's
+// Redis transport a postponed task waits in a sorted set of omnibus's
+// that only Go workers move from, so a queue whose eta tasks a Go worker
+// postponed needs a Go worker running until they are due.) An expired
 // task is discarded. A failed task is sent again as Celery's retry does,
 // with retries one higher and a countdown, until MaxRetries is reached;
 // then it goes to the queue's dead-letter topic. A task with a name no

@@ -3,9 +3,11 @@ package celery_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
+	_ "github.com/omnibus-mq/omnibus/adapters/kombu"
 	_ "github.com/omnibus-mq/omnibus/adapters/rabbitmq"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/celery"
@@ -76,9 +79,91 @@ func queueFor(t *testing.T, url string) string {
 	return q
 }
 
-func openBus(t *testing.T, ctx context.Context, url string) bus.Broker {
+// transport is one broker as both sides see it: Celery's broker_url and
+// transport options, and the omnibus URL of the same queues.
+type transport struct {
+	name      string
+	celeryURL string
+	// options is Celery's broker_transport_options, as JSON.
+	options string
+	busURL  string
+	queue   string
+	// keyPrefix starts every Redis key of the queue (kombu's
+	// global_keyprefix); empty on RabbitMQ.
+	keyPrefix string
+}
+
+// onBrokers runs fn as a subtest on RabbitMQ and on Redis.
+func onBrokers(t *testing.T, fn func(t *testing.T, tr transport)) {
+	t.Run("rabbitmq", func(t *testing.T) { fn(t, rabbitTransport(t)) })
+	t.Run("redis", func(t *testing.T) { fn(t, redisTransport(t, nil)) })
+}
+
+func rabbitTransport(t *testing.T) transport {
+	url := brokertest.AMQP(t)
+	return transport{name: "rabbitmq", celeryURL: url, busURL: url + "?topology=queue", queue: queueFor(t, url)}
+}
+
+// redisTransport returns kombu's Redis transport with a key prefix of the
+// test's own, so that the unacked hash is the test's alone; opts are
+// more transport options for both sides (kombu's names).
+func redisTransport(t *testing.T, opts map[string]any) transport {
+	raw := brokertest.Redis(t)
+	prefix := brokertest.Name(t) + ":"
+	t.Cleanup(func() { deletePrefix(raw, prefix) })
+	all := map[string]any{"global_keyprefix": prefix}
+	q := url.Values{"global_keyprefix": {prefix}, "poll_interval": {"200ms"}}
+	for k, v := range opts {
+		all[k] = v
+		if k != "unacked_restore_throttle" { // Celery's alone
+			q.Set(k, fmt.Sprint(v))
+		}
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Scheme = "kombu+" + u.Scheme
+	u.RawQuery = q.Encode()
+	return transport{name: "redis", celeryURL: raw, options: string(mustJSON(t, all)), busURL: u.String(),
+		queue: brokertest.Name(t), keyPrefix: prefix}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// deletePrefix deletes the Redis keys under prefix.
+func deletePrefix(raw, prefix string) {
+	opt, err := redis.ParseURL(raw)
+	if err != nil {
+		return
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	ctx := context.Background()
+	iter := rdb.Scan(ctx, 0, prefix+"*", 500).Iterator()
+	for iter.Next(ctx) {
+		rdb.Del(ctx, iter.Val())
+	}
+}
+
+// env is the environment of a Celery process on tr.
+func (tr transport) env(extra ...string) []string {
+	e := append(os.Environ(), "CELERY_BROKER_URL="+tr.celeryURL)
+	if tr.options != "" {
+		e = append(e, "CELERY_BROKER_TRANSPORT_OPTIONS="+tr.options)
+	}
+	return append(e, extra...)
+}
+
+func openBus(t *testing.T, ctx context.Context, tr transport) bus.Broker {
 	t.Helper()
-	b, err := bus.Open(ctx, url+"?topology=queue")
+	b, err := bus.Open(ctx, tr.busURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,12 +199,12 @@ func (l *logBuffer) String() string {
 
 // startCeleryWorker runs a Celery worker (solo pool) on queue and returns
 // once it is consuming. The worker is stopped when the test ends.
-func startCeleryWorker(t *testing.T, py, url, queue, out string) *logBuffer {
+func startCeleryWorker(t *testing.T, py string, tr transport, out string) *logBuffer {
 	t.Helper()
-	cmd := exec.Command(py, "-m", "celery", "-A", "sms_tasks", "worker", "-P", "solo", "-Q", queue,
+	cmd := exec.Command(py, "-m", "celery", "-A", "sms_tasks", "worker", "-P", "solo", "-Q", tr.queue,
 		"--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "info", "-n", "go-interop@%h")
 	cmd.Dir = "testdata"
-	cmd.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "SMS_OUT="+out)
+	cmd.Env = tr.env("SMS_OUT=" + out)
 	logs := &logBuffer{marker: " ready.", seen: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	// Its own process group, so that Kill reaches any process the worker
@@ -130,8 +215,9 @@ func startCeleryWorker(t *testing.T, py, url, queue, out string) *logBuffer {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		// Every task has been acknowledged by now, and an idle Celery 5.7
 		// worker can take ten seconds to finish even a cold shutdown.
@@ -148,8 +234,8 @@ func startCeleryWorker(t *testing.T, py, url, queue, out string) *logBuffer {
 	})
 	select {
 	case <-logs.seen:
-	case err := <-exited:
-		t.Fatalf("celery worker exited: %v\n%s", err, logs)
+	case <-exited:
+		t.Fatalf("celery worker exited: %v\n%s", exitErr, logs)
 	case <-time.After(20 * time.Second):
 		t.Fatalf("celery worker not ready after 20s:\n%s", logs)
 	}
@@ -167,6 +253,7 @@ type smsRecord struct {
 	RootID   string  `json:"root_id"`
 	ParentID *string `json:"parent_id"`
 	RanAt    float64 `json:"ran_at"`
+	PID      int     `json:"pid"`
 }
 
 // waitRecords waits until the Celery task has written n lines to path.
@@ -195,16 +282,17 @@ func waitRecords(t *testing.T, ctx context.Context, path string, n int, logs *lo
 
 // TestCeleryWorkerRunsGoTasks: omnibus enqueues, a real Celery worker runs
 // the task, with positional and keyword arguments and with an eta.
-func TestCeleryWorkerRunsGoTasks(t *testing.T) {
-	url := brokertest.AMQP(t)
+func TestCeleryWorkerRunsGoTasks(t *testing.T) { onBrokers(t, testCeleryWorkerRunsGoTasks) }
+
+func testCeleryWorkerRunsGoTasks(t *testing.T, tr transport) {
 	py := python(t)
-	queue := queueFor(t, url)
+	queue := tr.queue
 	out := filepath.Join(t.TempDir(), "sms.jsonl")
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 
-	logs := startCeleryWorker(t, py, url, queue, out)
-	b := openBus(t, ctx, url)
+	logs := startCeleryWorker(t, py, tr, out)
+	b := openBus(t, ctx, tr)
 
 	first, err := celery.Delay(ctx, b, queue, smsTask, "+15550100", "4711")
 	if err != nil {
@@ -246,16 +334,17 @@ func TestCeleryWorkerRunsGoTasks(t *testing.T) {
 // TestCeleryClientToGoWorker: a real Celery client sends with delay-like
 // apply_async and with a countdown; an omnibus worker runs both, retrying
 // a failure the way Celery does.
-func TestCeleryClientToGoWorker(t *testing.T) {
-	url := brokertest.AMQP(t)
+func TestCeleryClientToGoWorker(t *testing.T) { onBrokers(t, testCeleryClientToGoWorker) }
+
+func testCeleryClientToGoWorker(t *testing.T, tr transport) {
 	py := python(t)
-	queue := queueFor(t, url)
+	queue := tr.queue
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 
 	send := exec.CommandContext(ctx, py, "sms_tasks.py", "send", queue, "+15550199", "9876")
 	send.Dir = "testdata"
-	send.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "SMS_OUT="+os.DevNull)
+	send.Env = tr.env("SMS_OUT=" + os.DevNull)
 	sent := time.Now()
 	outb, err := send.Output()
 	if err != nil {
@@ -270,7 +359,7 @@ func TestCeleryClientToGoWorker(t *testing.T) {
 		t.Fatalf("celery client output %q: %v", outb, err)
 	}
 
-	b := openBus(t, ctx, url)
+	b := openBus(t, ctx, tr)
 	w, err := celery.NewWorker(b, queue, celery.Concurrency(2), celery.Logger(quiet))
 	if err != nil {
 		t.Fatal(err)
@@ -345,11 +434,12 @@ func TestCeleryClientToGoWorker(t *testing.T) {
 // TestCeleryClientGetsGoResults: a Go worker runs tasks that a real Celery
 // client sent, and the client's AsyncResult.get returns the value or
 // raises the exception, read from Celery's Redis result backend.
-func TestCeleryClientGetsGoResults(t *testing.T) {
-	url := brokertest.AMQP(t)
+func TestCeleryClientGetsGoResults(t *testing.T) { onBrokers(t, testCeleryClientGetsGoResults) }
+
+func testCeleryClientGetsGoResults(t *testing.T, tr transport) {
 	redisURL := brokertest.Redis(t)
 	py := python(t)
-	queue := queueFor(t, url)
+	queue := tr.queue
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 
@@ -361,7 +451,7 @@ func TestCeleryClientGetsGoResults(t *testing.T) {
 	defer rdb.Close()
 	store := redisresult.New(rdb, redisresult.Expires(time.Minute))
 
-	b := openBus(t, ctx, url)
+	b := openBus(t, ctx, tr)
 	w, err := celery.NewWorker(b, queue, celery.Results(store), celery.Logger(quiet))
 	if err != nil {
 		t.Fatal(err)
@@ -389,7 +479,7 @@ func TestCeleryClientGetsGoResults(t *testing.T) {
 
 	client := exec.CommandContext(ctx, py, "sms_tasks.py", "results", queue, "+15550123", "2468")
 	client.Dir = "testdata"
-	client.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "CELERY_RESULT_BACKEND="+redisURL, "SMS_OUT="+os.DevNull)
+	client.Env = tr.env("CELERY_RESULT_BACKEND="+redisURL, "SMS_OUT="+os.DevNull)
 	outb, err := client.Output()
 	if err != nil {
 		var ee *exec.ExitError
@@ -431,17 +521,18 @@ func TestCeleryClientGetsGoResults(t *testing.T) {
 // sent and sends Celery's retry; a Celery worker then runs that retry.
 // The typed headers (retries, timelimit, nulls) pass through omnibus and
 // back to Celery intact.
-func TestGoRetryRunsOnCeleryWorker(t *testing.T) {
-	url := brokertest.AMQP(t)
+func TestGoRetryRunsOnCeleryWorker(t *testing.T) { onBrokers(t, testGoRetryRunsOnCeleryWorker) }
+
+func testGoRetryRunsOnCeleryWorker(t *testing.T, tr transport) {
 	py := python(t)
-	queue := queueFor(t, url)
+	queue := tr.queue
 	out := filepath.Join(t.TempDir(), "sms.jsonl")
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 
 	send := exec.CommandContext(ctx, py, "sms_tasks.py", "send", queue, "+15550142", "1357")
 	send.Dir = "testdata"
-	send.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "SMS_OUT="+os.DevNull)
+	send.Env = tr.env("SMS_OUT=" + os.DevNull)
 	outb, err := send.Output()
 	if err != nil {
 		t.Fatalf("celery client: %v", err)
@@ -453,7 +544,7 @@ func TestGoRetryRunsOnCeleryWorker(t *testing.T) {
 
 	// The Go worker fails the immediate task once and postpones the
 	// countdown one; both go back to the queue through omnibus.
-	b := openBus(t, ctx, url)
+	b := openBus(t, ctx, tr)
 	w, err := celery.NewWorker(b, queue, celery.Logger(quiet))
 	if err != nil {
 		t.Fatal(err)
@@ -481,7 +572,7 @@ func TestGoRetryRunsOnCeleryWorker(t *testing.T) {
 		t.Fatalf("worker: %v", err)
 	}
 
-	logs := startCeleryWorker(t, py, url, queue, out)
+	logs := startCeleryWorker(t, py, tr, out)
 	recs := waitRecords(t, ctx, out, 2, logs)
 	byID := map[string]smsRecord{}
 	for _, rec := range recs {
@@ -523,19 +614,25 @@ func kind(v any) string {
 // every header Celery sets, with the same kind of value, the same
 // properties and the same body layout.
 func TestEncodeMatchesCelery(t *testing.T) {
-	url := brokertest.AMQP(t)
+	t.Run("rabbitmq", testEncodeMatchesCeleryAMQP)
+	t.Run("redis", testEncodeMatchesCeleryRedis)
+}
+
+func testEncodeMatchesCeleryAMQP(t *testing.T) {
+	tr := rabbitTransport(t)
+	url := tr.celeryURL
 	py := python(t)
-	fromCelery, fromGo := queueFor(t, url), queueFor(t, url)
+	fromCelery, fromGo := tr.queue, queueFor(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
 	send := exec.CommandContext(ctx, py, "sms_tasks.py", "send", fromCelery, "+15550100", "4711")
 	send.Dir = "testdata"
-	send.Env = append(os.Environ(), "CELERY_BROKER_URL="+url, "SMS_OUT="+os.DevNull)
+	send.Env = tr.env("SMS_OUT=" + os.DevNull)
 	if out, err := send.CombinedOutput(); err != nil {
 		t.Fatalf("celery client: %v\n%s", err, out)
 	}
-	b := openBus(t, ctx, url)
+	b := openBus(t, ctx, tr)
 	if _, err := celery.Delay(ctx, b, fromGo, smsTask, "+15550100", "4711"); err != nil {
 		t.Fatal(err)
 	}
@@ -590,5 +687,282 @@ func TestEncodeMatchesCelery(t *testing.T) {
 	}
 	if fmt.Sprint(pyBody) != fmt.Sprint(goBody) {
 		t.Errorf("bodies differ: Celery %s, Delay %s", py1.Body, go1.Body)
+	}
+}
+
+// kombuEnvelope is a message as kombu's Redis transport stores it.
+type kombuEnvelope struct {
+	Body            string                     `json:"body"`
+	ContentEncoding string                     `json:"content-encoding"`
+	ContentType     string                     `json:"content-type"`
+	Headers         map[string]any             `json:"headers"`
+	Properties      map[string]json.RawMessage `json:"properties"`
+}
+
+// jsonKind is the JSON kind of a decoded value.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "string"
+	case bool:
+		return "bool"
+	case float64:
+		return "number"
+	case []any:
+		return "list"
+	case map[string]any:
+		return "object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// testEncodeMatchesCeleryRedis compares, in the Redis lists of kombu's
+// transport, the envelope the real Celery client stores with the one
+// Delay stores for the same call: every header with the same kind of
+// value, the same properties (but reply_to, which Celery's client sets for
+// its result consumer), delivery_info, encodings and body.
+func testEncodeMatchesCeleryRedis(t *testing.T) {
+	tr := redisTransport(t, nil)
+	py := python(t)
+	fromCelery, fromGo := tr.queue, brokertest.Name(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	send := exec.CommandContext(ctx, py, "sms_tasks.py", "send", fromCelery, "+15550100", "4711")
+	send.Dir = "testdata"
+	send.Env = tr.env("SMS_OUT=" + os.DevNull)
+	if out, err := send.CombinedOutput(); err != nil {
+		t.Fatalf("celery client: %v\n%s", err, out)
+	}
+	b := openBus(t, ctx, tr)
+	if _, err := celery.Delay(ctx, b, fromGo, smsTask, "+15550100", "4711"); err != nil {
+		t.Fatal(err)
+	}
+	opt, err := redis.ParseURL(tr.celeryURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	get := func(q string) (kombuEnvelope, string) {
+		// The oldest message, the one sent without a countdown.
+		raw, err := rdb.LIndex(ctx, tr.keyPrefix+q, -1).Result()
+		if err != nil {
+			t.Fatalf("reading list %s: %v", q, err)
+		}
+		var e kombuEnvelope
+		if err := json.Unmarshal([]byte(raw), &e); err != nil {
+			t.Fatalf("envelope %s: %v", raw, err)
+		}
+		return e, raw
+	}
+	py1, pyRaw := get(fromCelery)
+	go1, goRaw := get(fromGo)
+	for k, v := range py1.Headers {
+		g, ok := go1.Headers[k]
+		if !ok {
+			t.Errorf("Celery sets header %s (%v); Delay does not", k, v)
+			continue
+		}
+		if k == "ignore_result" && g == nil {
+			continue // as on RabbitMQ: left to the task's own setting
+		}
+		if jsonKind(g) != jsonKind(v) {
+			t.Errorf("header %s: Celery sends a %s (%v), Delay a %s (%v)", k, jsonKind(v), v, jsonKind(g), g)
+		}
+	}
+	for k, v := range py1.Properties {
+		if _, ok := go1.Properties[k]; !ok && k != "reply_to" {
+			t.Errorf("Celery sets property %s (%s); Delay does not", k, v)
+		}
+	}
+	for _, k := range []string{"delivery_mode", "priority", "body_encoding"} {
+		if string(py1.Properties[k]) != string(go1.Properties[k]) {
+			t.Errorf("property %s: Celery %s, Delay %s", k, py1.Properties[k], go1.Properties[k])
+		}
+	}
+	var pyInfo, goInfo map[string]string
+	json.Unmarshal(py1.Properties["delivery_info"], &pyInfo)
+	json.Unmarshal(go1.Properties["delivery_info"], &goInfo)
+	if pyInfo["exchange"] != goInfo["exchange"] || pyInfo["routing_key"] != fromCelery || goInfo["routing_key"] != fromGo {
+		t.Errorf("delivery_info: Celery %v, Delay %v", pyInfo, goInfo)
+	}
+	var corr string
+	json.Unmarshal(go1.Properties["correlation_id"], &corr)
+	if corr != go1.Headers["id"] {
+		t.Errorf("Delay's correlation_id %q is not its task id %v", corr, go1.Headers["id"])
+	}
+	if py1.ContentType != go1.ContentType || py1.ContentEncoding != go1.ContentEncoding {
+		t.Errorf("encodings: Celery %q %q, Delay %q %q", py1.ContentType, py1.ContentEncoding, go1.ContentType, go1.ContentEncoding)
+	}
+	decode := func(b64 string) []any {
+		raw, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			t.Fatalf("body %q: %v", b64, err)
+		}
+		var v []any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			t.Fatalf("body %s: %v", raw, err)
+		}
+		return v
+	}
+	if pb, gb := decode(py1.Body), decode(go1.Body); fmt.Sprint(pb) != fmt.Sprint(gb) {
+		t.Errorf("bodies differ: Celery %v, Delay %v", pb, gb)
+	}
+	if t.Failed() {
+		t.Logf("Celery: %s\nDelay:  %s", pyRaw, goRaw)
+	}
+}
+
+// TestCeleryRestoresTaskOfDeadGoWorker: a Go worker takes a task and its
+// process is killed before it acknowledges it; a real Celery worker then
+// finds the task in kombu's unacked hash past the visibility timeout,
+// puts it back in its queue and runs it. So a Go worker on kombu's Redis
+// transport is at least once like a Celery worker, Celery restoring for it.
+func TestCeleryRestoresTaskOfDeadGoWorker(t *testing.T) {
+	tr := redisTransport(t, map[string]any{"visibility_timeout": 2, "unacked_restore_interval": 1, "unacked_restore_throttle": 1})
+	py := python(t)
+	out := filepath.Join(t.TempDir(), "sms.jsonl")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+
+	b := openBus(t, ctx, tr)
+	id, err := celery.Delay(ctx, b, tr.queue, smsTask, "+15550177", "8642")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runGoWorkerAndKill(t, tr, id)
+	opt, err := redis.ParseURL(tr.celeryURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	if n := rdb.HLen(ctx, tr.keyPrefix+"unacked").Val(); n != 1 {
+		t.Fatalf("kombu's unacked hash holds %d entries after the Go worker died, want 1", n)
+	}
+	if n := rdb.LLen(ctx, tr.keyPrefix+tr.queue).Val(); n != 0 {
+		t.Fatalf("the queue holds %d messages while the task is unacked, want 0", n)
+	}
+
+	logs := startCeleryWorker(t, py, tr, out)
+	recs := waitRecords(t, ctx, out, 1, logs)
+	if r := recs[0]; r.ID != id || r.Phone != "+15550177" || r.Code != "8642" {
+		t.Errorf("the Celery worker ran %+v, want task %s", r, id)
+	}
+	if n := rdb.HLen(ctx, tr.keyPrefix+"unacked").Val(); n != 0 {
+		t.Errorf("kombu's unacked hash holds %d entries after Celery ran the task, want 0", n)
+	}
+}
+
+// runGoWorkerAndKill runs a Go worker in a process of its own (this test
+// binary, as TestHelperGoWorker) until it has started task id, then kills
+// it with SIGKILL.
+func runGoWorkerAndKill(t *testing.T, tr transport, id string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperGoWorker$")
+	cmd.Env = append(os.Environ(), "CELERY_HELPER_URL="+tr.busURL, "CELERY_HELPER_QUEUE="+tr.queue)
+	logs := &logBuffer{marker: "running " + id, seen: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.WaitDelay = 3 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case <-logs.seen:
+	case err := <-exited:
+		t.Fatalf("the Go worker exited before it ran the task: %v\n%s", err, logs)
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("the Go worker did not start the task within 20s:\n%s", logs)
+	}
+	cmd.Process.Kill()
+	<-exited
+}
+
+// TestHelperGoWorker is the Go worker process that
+// TestCeleryRestoresTaskOfDeadGoWorker kills: its handler announces the
+// task and never returns.
+func TestHelperGoWorker(t *testing.T) {
+	raw := os.Getenv("CELERY_HELPER_URL")
+	if raw == "" {
+		t.Skip("the worker process of TestCeleryRestoresTaskOfDeadGoWorker")
+	}
+	b, err := bus.Open(context.Background(), raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := celery.NewWorker(b, os.Getenv("CELERY_HELPER_QUEUE"), celery.Logger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Handle(smsTask, func(ctx context.Context, r celery.Request) error {
+		fmt.Printf("running %s\n", r.ID)
+		select {}
+	})
+	w.Run(context.Background())
+}
+
+// TestGoWorkerRestoresTaskOfDeadCeleryWorker: a real Celery worker takes a
+// task and is killed while it runs it; a Go worker then finds the task in
+// kombu's unacked hash past the visibility timeout, puts it back in its
+// queue and runs it.
+func TestGoWorkerRestoresTaskOfDeadCeleryWorker(t *testing.T) {
+	tr := redisTransport(t, map[string]any{"visibility_timeout": 2, "unacked_restore_interval": 0.2})
+	py := python(t)
+	out := filepath.Join(t.TempDir(), "sms.jsonl")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+
+	b := openBus(t, ctx, tr)
+	id, err := celery.Delay(ctx, b, tr.queue, smsTask, "+15550188", "hang")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := startCeleryWorker(t, py, tr, out)
+	recs := waitRecords(t, ctx, out, 1, logs)
+	if recs[0].ID != id || recs[0].PID <= 0 {
+		t.Fatalf("the Celery worker ran %+v, want task %s", recs[0], id)
+	}
+	if err := syscall.Kill(recs[0].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+
+	w, err := celery.NewWorker(b, tr.queue, celery.Logger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan celery.Request, 2)
+	w.Handle(smsTask, func(ctx context.Context, r celery.Request) error {
+		ran <- r
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		w.Shutdown(sctx)
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}()
+	select {
+	case r := <-ran:
+		var phone, code string
+		if err := r.Bind(&phone, &code); err != nil || r.ID != id || phone != "+15550188" || code != "hang" {
+			t.Errorf("the Go worker ran %+v (%v)", r, err)
+		}
+		if since := time.Since(killed); since > 30*time.Second {
+			t.Errorf("restored %v after the Celery worker died", since)
+		}
+	case <-ctx.Done():
+		t.Fatalf("the Go worker did not get the task of the dead Celery worker:\n%s", logs)
 	}
 }

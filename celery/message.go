@@ -401,6 +401,22 @@ func (v *headerReader) value(k string) (any, bool) {
 	if !v.typed[k] {
 		return raw, true
 	}
+	// Most of Celery's typed headers are null or small integers; those
+	// skip the decoder.
+	switch {
+	case raw == "null":
+		return nil, true
+	case raw == "true":
+		return true, true
+	case raw == "false":
+		return false, true
+	case isJSONInt(raw):
+		return json.Number(raw), true
+	case raw == "[null, null]" || raw == "[null,null]":
+		return []any{nil, nil}, true
+	case raw == "{}":
+		return map[string]any{}, true
+	}
 	var x any
 	d := json.NewDecoder(strings.NewReader(raw))
 	d.UseNumber()
@@ -409,6 +425,21 @@ func (v *headerReader) value(k string) (any, bool) {
 		return nil, false
 	}
 	return x, true
+}
+
+// isJSONInt reports whether s is a JSON integer: an optional minus, then
+// 0 or digits not starting with 0.
+func isJSONInt(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	if s == "" || len(s) > 18 || (s[0] == '0' && len(s) > 1) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func (v *headerReader) str(k string) string {

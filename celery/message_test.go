@@ -199,3 +199,43 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodeTypedFastPaths: the typed header values Decode reads without
+// the JSON decoder mean what the decoder would make of them, and what
+// only looks like them still goes through it.
+func TestDecodeTypedFastPaths(t *testing.T) {
+	r, err := NewRequest("t", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Encode(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		retries, timelimit, ignore string
+		want                       int
+		hard                       time.Duration
+		ignoreResult, bad          bool
+	}{
+		{"0", "[null, null]", "null", 0, 0, false, false},
+		{"-0", "[null,null]", "false", 0, 0, false, false},
+		{"17", "[30, null]", "true", 17, 30 * time.Second, true, false},
+		{"1e3", "[null, null]", "null", 0, 0, false, true},
+		{"1.5", "[null, null]", "null", 0, 0, false, true},
+		{"12", "[null, nul]", "null", 0, 0, false, true},
+	} {
+		c := m.Clone()
+		c.Headers["retries"], c.Headers["timelimit"], c.Headers["ignore_result"] = tc.retries, tc.timelimit, tc.ignore
+		got, err := Decode(c)
+		if tc.bad {
+			if !errors.Is(err, ErrBadHeader) {
+				t.Errorf("retries %s timelimit %s: %v, want ErrBadHeader", tc.retries, tc.timelimit, err)
+			}
+			continue
+		}
+		if err != nil || got.Retries != tc.want || got.TimeLimit != tc.hard || got.IgnoreResult != tc.ignoreResult {
+			t.Errorf("retries %s timelimit %s ignore %s: %+v %v", tc.retries, tc.timelimit, tc.ignore, got, err)
+		}
+	}
+}

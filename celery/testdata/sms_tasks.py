@@ -5,8 +5,10 @@ that runs it, and a client that sends it. The Go tests drive it.
     python sms_tasks.py send QUEUE PHONE CODE         delay + apply_async
     python sms_tasks.py results QUEUE PHONE CODE      send two, print their results
 
-Environment: CELERY_BROKER_URL; CELERY_RESULT_BACKEND for results; SMS_OUT,
-the file the task appends a JSON line to for each run.
+Environment: CELERY_BROKER_URL; CELERY_BROKER_TRANSPORT_OPTIONS, a JSON
+object of kombu transport options (global_keyprefix, visibility_timeout on
+Redis); CELERY_RESULT_BACKEND for results; SMS_OUT, the file the task
+appends a JSON line to for each run.
 """
 import json
 import os
@@ -21,6 +23,8 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_prefetch_multiplier=1,
     task_acks_late=True,
+    broker_transport_options=json.loads(
+        os.environ.get("CELERY_BROKER_TRANSPORT_OPTIONS") or "{}"),
 )
 
 
@@ -39,9 +43,13 @@ def send_sms_code(self, phone, code, lang="en"):
         "parent_id": req.parent_id,
         "origin": req.origin,
         "ran_at": time.time(),
+        "pid": os.getpid(),
     }
     with open(os.environ["SMS_OUT"], "a") as f:
         f.write(json.dumps(record) + "\n")
+    if code == "hang":
+        # For the tests that kill a worker while it runs a task.
+        time.sleep(3600)
     return "sent %s to %s" % (code, phone)
 
 

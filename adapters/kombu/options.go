@@ -1,0 +1,261 @@
+package kombu
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/omnibus-mq/omnibus/bus"
+)
+
+// Schemes of the URLs this package opens: kombu+redis:// over TCP and
+// kombu+rediss:// over TLS.
+const (
+	Scheme    = "kombu+redis"
+	SchemeTLS = "kombu+rediss"
+)
+
+// Defaults of Options. DefaultVisibilityTimeout and DefaultRestoreInterval
+// are kombu's own defaults (visibility_timeout, unacked_restore_interval).
+const (
+	DefaultAddr              = "localhost:6379"
+	DefaultMaxMessageSize    = 1 << 20
+	DefaultVisibilityTimeout = time.Hour
+	DefaultRestoreInterval   = 10 * time.Second
+	DefaultPollInterval      = time.Second
+	DefaultDialTimeout       = 5 * time.Second
+	DefaultReadTimeout       = 5 * time.Second
+)
+
+// MaxMessageSizeLimit is the largest Options.MaxMessageSize allowed: the
+// base64 envelope of a message must stay under Redis's 512 MB strings.
+const MaxMessageSizeLimit = 256 << 20
+
+// Options configure a Broker. The zero value connects to DefaultAddr with
+// every default.
+type Options struct {
+	// Addr is the server's host:port. Default DefaultAddr.
+	Addr string
+	// Username and Password authenticate with AUTH. Default: none.
+	Username, Password string
+	// DB is the database number, kombu's virtual host. Default 0.
+	DB int
+	// TLS, when set, makes every connection use TLS with this config.
+	TLS *tls.Config
+	// KeyPrefix starts every key, as kombu's global_keyprefix transport
+	// option does; Celery and Go must use the same one. Default "".
+	KeyPrefix string
+	// VisibilityTimeout is how long a delivery may stay unacknowledged
+	// and unrenewed before a restore puts it back in its queue; kombu's
+	// visibility_timeout. Live subscriptions renew what they hold, so it
+	// bounds how long the work of a dead consumer waits. Python workers
+	// do not renew: keep it at least as long as the longest task they
+	// run, and the same as theirs. Default DefaultVisibilityTimeout.
+	VisibilityTimeout time.Duration
+	// RestoreInterval is how often a Broker with subscriptions looks for
+	// deliveries past VisibilityTimeout. Default DefaultRestoreInterval,
+	// or VisibilityTimeout/2 when that is shorter.
+	RestoreInterval time.Duration
+	// PollInterval is the longest an idle subscription waits before it
+	// looks again at the priority sub-queues and due delayed messages;
+	// new messages of priority 0 wake it at once. Default
+	// DefaultPollInterval.
+	PollInterval time.Duration
+	// MaxMessageSize is the largest bus.Message.Size Publish accepts.
+	// Default DefaultMaxMessageSize.
+	MaxMessageSize int
+	// DialTimeout bounds connecting, including New's first round trip.
+	DialTimeout time.Duration
+	// ReadTimeout bounds each command's reply (blocking waits get their
+	// wait on top). Default DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// PoolSize is the most connections the Broker keeps for publishing
+	// and settling; each subscription has one more. Default: go-redis's.
+	PoolSize int
+	// Logger receives errors of the background work (fetching, renewing,
+	// restoring), which is retried. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Addr == "" {
+		o.Addr = DefaultAddr
+	}
+	if o.VisibilityTimeout == 0 {
+		o.VisibilityTimeout = DefaultVisibilityTimeout
+	}
+	if o.RestoreInterval == 0 {
+		o.RestoreInterval = min(DefaultRestoreInterval, o.VisibilityTimeout/2)
+	}
+	if o.PollInterval == 0 {
+		o.PollInterval = DefaultPollInterval
+	}
+	if o.MaxMessageSize == 0 {
+		o.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = DefaultReadTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Validate reports every problem of the options at once, as a
+// *bus.ConfigError.
+func (o Options) Validate() error {
+	var p []error
+	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
+	if o.Addr != "" {
+		if _, port, err := net.SplitHostPort(o.Addr); err != nil {
+			add("Addr %q: want host:port", o.Addr)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			add("Addr %q: port must be 1-65535", o.Addr)
+		}
+	}
+	if o.DB < 0 {
+		add("DB %d is negative", o.DB)
+	}
+	if o.VisibilityTimeout != 0 && (o.VisibilityTimeout < 100*time.Millisecond || o.VisibilityTimeout > 30*24*time.Hour) {
+		add("VisibilityTimeout %v: want 100ms to 30 days", o.VisibilityTimeout)
+	}
+	if o.RestoreInterval != 0 && o.RestoreInterval < 10*time.Millisecond {
+		add("RestoreInterval %v: want at least 10ms", o.RestoreInterval)
+	}
+	if o.PollInterval != 0 && (o.PollInterval < 10*time.Millisecond || o.PollInterval > time.Minute) {
+		add("PollInterval %v: want 10ms to 1m", o.PollInterval)
+	}
+	if o.MaxMessageSize < 0 || o.MaxMessageSize > MaxMessageSizeLimit {
+		add("MaxMessageSize %d: want 1 to %d bytes", o.MaxMessageSize, MaxMessageSizeLimit)
+	}
+	if o.DialTimeout < 0 {
+		add("DialTimeout %v is negative", o.DialTimeout)
+	}
+	if o.ReadTimeout < 0 {
+		add("ReadTimeout %v is negative", o.ReadTimeout)
+	}
+	if o.PoolSize < 0 {
+		add("PoolSize %d is negative", o.PoolSize)
+	}
+	if len(p) > 0 {
+		return &bus.ConfigError{Problems: p}
+	}
+	return nil
+}
+
+// ParseURL returns the Options of a kombu+redis:// or kombu+rediss:// URL,
+// which names the server as Celery's broker_url does:
+//
+//	kombu+redis://[[user]:password@]host[:port][/db][?param=value&...]
+//
+// The port defaults to 6379 and db to 0; kombu+rediss:// turns on TLS with
+// the system's roots. Query parameters, named after kombu's transport
+// options (durations in Go syntax such as 30s, or plain seconds as kombu
+// takes them):
+//
+//	global_keyprefix          KeyPrefix
+//	visibility_timeout        default DefaultVisibilityTimeout (1h)
+//	unacked_restore_interval  RestoreInterval
+//	poll_interval             default DefaultPollInterval
+//	max_message_size          bytes; default DefaultMaxMessageSize
+//	dial_timeout, read_timeout, pool_size
+//
+// Errors match bus.ErrBadURL, list every problem, and never contain the
+// password.
+func ParseURL(u *url.URL) (Options, error) {
+	var o Options
+	var p []error
+	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
+	switch u.Scheme {
+	case Scheme:
+	case SchemeTLS:
+		o.TLS = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+	default:
+		add("scheme %q is not %s or %s", u.Scheme, Scheme, SchemeTLS)
+	}
+	if u.Opaque != "" {
+		add("want %s://host:port", u.Scheme)
+	}
+	if h := u.Hostname(); h != "" {
+		port := u.Port()
+		if port == "" {
+			port = "6379"
+		}
+		o.Addr = net.JoinHostPort(h, port)
+	} else if u.Port() != "" {
+		o.Addr = net.JoinHostPort("localhost", u.Port())
+	}
+	if u.User != nil {
+		o.Username = u.User.Username()
+		o.Password, _ = u.User.Password()
+	}
+	if db := strings.TrimPrefix(u.Path, "/"); db != "" {
+		n, err := strconv.Atoi(db)
+		if err != nil || n < 0 {
+			add("path %q: want /<database number>", u.Path)
+		}
+		o.DB = n
+	}
+	duration := func(k, v string) time.Duration {
+		if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 && f < 1e9 {
+			return time.Duration(f * float64(time.Second))
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			add("%s=%q: want a positive duration such as 30s, or seconds", k, v)
+		}
+		return d
+	}
+	positive := func(k, v string) int {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			add("%s=%q: want a positive number", k, v)
+		}
+		return n
+	}
+	for k, vs := range u.Query() {
+		v := vs[len(vs)-1]
+		switch k {
+		case "global_keyprefix":
+			o.KeyPrefix = v
+		case "visibility_timeout":
+			o.VisibilityTimeout = duration(k, v)
+		case "unacked_restore_interval":
+			o.RestoreInterval = duration(k, v)
+		case "poll_interval":
+			o.PollInterval = duration(k, v)
+		case "dial_timeout":
+			o.DialTimeout = duration(k, v)
+		case "read_timeout":
+			o.ReadTimeout = duration(k, v)
+		case "max_message_size":
+			o.MaxMessageSize = positive(k, v)
+		case "pool_size":
+			o.PoolSize = positive(k, v)
+		default:
+			add("unknown parameter %q", k)
+		}
+	}
+	if len(p) == 0 {
+		if err := o.Validate(); err != nil {
+			var ce *bus.ConfigError
+			if errors.As(err, &ce) {
+				p = append(p, ce.Problems...)
+			}
+		}
+	}
+	if len(p) > 0 {
+		return Options{}, fmt.Errorf("%w: %s: %w", bus.ErrBadURL, u.Redacted(), &bus.ConfigError{Problems: p})
+	}
+	return o, nil
+}
