@@ -269,7 +269,7 @@ func encodeBatchEntry(body []byte, props string) []byte {
 // RocketMQ topic and group names are at most this long.
 const (
 	maxTopicLen = 127
-	maxGroupLen = 120 // leaves room for the "%RETRY%" of the retry topic
+	maxGroupLen = 120 // leaves room for the "|retry" of the retry topic
 )
 
 // Name returns the RocketMQ topic or group name that stands for an omnibus

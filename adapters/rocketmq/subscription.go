@@ -28,7 +28,7 @@ type subscription struct {
 	opts       bus.SubscribeOptions
 	rtopic     string // RocketMQ topic
 	rgroup     string // RocketMQ consumer group
-	retryTopic string // %RETRY%<rgroup>
+	retryTopic string // <rgroup>|retry
 	conns      *pool
 	log        func(msg string, args ...any)
 
@@ -88,7 +88,7 @@ func (b *Broker) subscribe(ctx context.Context, topic string, opts bus.Subscribe
 		opts:       opts,
 		rtopic:     Name(topic, maxTopicLen),
 		rgroup:     rgroup,
-		retryTopic: "%RETRY%" + rgroup,
+		retryTopic: rgroup + "|retry",
 		ready:      make(chan *delivery),
 		slots:      make(chan struct{}, opts.Prefetch),
 		kick:       make(chan struct{}, 1),
@@ -105,8 +105,16 @@ func (b *Broker) subscribe(ctx context.Context, topic string, opts bus.Subscribe
 		}
 	})
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	rctx, cancel := b.requestCtx(ctx)
+	// Joining takes a few round trips. A cancellation of ctx once they
+	// have begun does not stop them (a half-joined member would have to
+	// be taken apart again); ctx's deadline and RequestTimeout bound them.
+	rctx, cancel := b.requestCtx(context.WithoutCancel(ctx))
 	defer cancel()
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel2 context.CancelFunc
+		rctx, cancel2 = context.WithDeadline(rctx, dl)
+		defer cancel2()
+	}
 	if _, err := b.route(rctx, s.rtopic, b.opts.Queues, false); err != nil {
 		s.conns.close()
 		return nil, b.subscribeErr(ctx, err)
@@ -115,7 +123,7 @@ func (b *Broker) subscribe(ctx context.Context, topic string, opts bus.Subscribe
 		s.conns.close()
 		return nil, b.subscribeErr(ctx, err)
 	}
-	if _, err := b.route(rctx, s.retryTopic, 1, false); err != nil {
+	if _, err := b.route(rctx, s.retryTopic, b.opts.Queues, false); err != nil {
 		s.conns.close()
 		return nil, b.subscribeErr(ctx, err)
 	}
@@ -865,4 +873,3 @@ func (d *delivery) deadLetter(ctx context.Context, reason error) error {
 
 var _ bus.Subscription = (*subscription)(nil)
 var _ bus.Delivery = (*delivery)(nil)
-
