@@ -81,7 +81,7 @@ func (qs *queueState) commitOffset() int64 {
 }
 
 func (b *Broker) subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
-	rgroup := Name(opts.Group, (maxGroupLen-2)/2) + "__" + Name(topic, (maxGroupLen-2)/2)
+	rgroup := groupName(opts.Group, topic)
 	s := &subscription{
 		b:          b,
 		topic:      topic,

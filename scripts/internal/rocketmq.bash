@@ -20,10 +20,8 @@
 # the topics it uses, with the queue count it wants; a mistyped name fails
 # instead of making a topic), autoCreateSubscriptionGroup=true,
 # timerWheelEnable=true with timerPrecisionMs=100 (arbitrary delivery
-# times, which the adapter's delayed redelivery uses), longPollingEnable=
-# false with shortPollingTimeMills=100 (a pull with nothing to read is held
-# for at most 100 ms; see adapters/rocketmq's package doc for why), commit
-# log files of 128 MiB instead of 1 GiB.
+# times, which the adapter's delayed redelivery uses), commit log files of
+# 128 MiB instead of 1 GiB; long polling stays on (the default).
 #
 # Read from the environment: OMNIBUS_ROCKETMQ_VERSION (5.5.0).
 
@@ -145,8 +143,6 @@ autoCreateTopicEnable=false
 autoCreateSubscriptionGroup=true
 timerWheelEnable=true
 timerPrecisionMs=100
-longPollingEnable=false
-shortPollingTimeMills=100
 deleteWhen=04
 fileReservedTime=48
 EOF
