@@ -144,7 +144,8 @@ func (o Options) Validate() error {
 //
 //	rocketmq://host:port[,host:port...][?param=value&...]
 //
-// The hosts are name servers; a host without a port gets 9876. Durations
+// The hosts are name servers; a host without a port gets 9876 (Go's URL
+// parser wants a port on the last host, if any host has one). Durations
 // are Go durations ("250ms", "10s"). Parameters (see Options for what
 // each means and its default):
 //
