@@ -11,7 +11,7 @@ VENV        ?= .venv
 
 all: lint test
 
-## up: install (when missing) and start RabbitMQ, Redis and Kafka on 127.0.0.1
+## up: install (when missing) and start RabbitMQ, Redis, Kafka and RocketMQ on 127.0.0.1
 up:
 	scripts/brokers up $(BROKERS)
 

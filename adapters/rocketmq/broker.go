@@ -43,6 +43,7 @@ type Broker struct {
 	routes map[string]*route
 	subs   map[*subscription]struct{}
 	rr     atomic.Uint32
+	nsub   atomic.Int64 // numbers the subscriptions, whose member IDs must differ
 	closed atomic.Bool
 }
 

@@ -36,7 +36,6 @@ const (
 // RocketMQ response codes used here.
 const (
 	respSuccess             = 0
-	respSystemError         = 1
 	respNotSupported        = 3
 	respFlushDiskTimeout    = 10
 	respFlushSlaveTimeout   = 11
@@ -274,12 +273,6 @@ func (c *conn) callOK(ctx context.Context, code int, ext map[string]string, body
 		return resp, &ResponseError{Request: code, Code: resp.Code, Remark: resp.Remark}
 	}
 	return resp, nil
-}
-
-// oneway sends a request that has no response.
-func (c *conn) oneway(code int, ext map[string]string, body []byte) error {
-	req := &command{Code: code, Language: "GO", Version: 500, Opaque: c.next.Add(1), Flag: flagOneway, ExtFields: ext, body: body}
-	return c.write(req)
 }
 
 // fixJSON quotes the integer map keys of RocketMQ's JSON ({0:"addr"}),

@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,4 +185,73 @@ func TestDescribe(t *testing.T) {
 		t.Fatalf("Describe = %+v, want a version and a flushDiskType", ds)
 	}
 	t.Logf("%s: %s, flushDiskType=%s", ds[0].Addr, ds[0].Version, ds[0].Config["flushDiskType"])
+}
+
+// TestCompetingSubscriptionsOfOneBroker: subscriptions of one group opened
+// on one Broker are distinct members, which share the queues; each
+// message reaches one of them, once.
+func TestCompetingSubscriptionsOfOneBroker(t *testing.T) {
+	b := newBroker(t, options(t))
+	ctx := context.Background()
+	topic := brokertest.Name(t)
+	opts := bus.SubscribeOptions{Group: "workers", Prefetch: 10}
+	subs := make([]bus.Subscription, 3)
+	for i := range subs {
+		s, err := b.Subscribe(ctx, topic, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		subs[i] = s
+	}
+	var msgs []*bus.Message
+	for i := range 120 {
+		m := bus.NewMessage([]byte(strconv.Itoa(i)))
+		m.Key = "k" + strconv.Itoa(i%12)
+		msgs = append(msgs, m)
+	}
+	if err := b.Publish(ctx, topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu   sync.Mutex
+		seen = map[string]int{}
+		per  = make([]int, len(subs))
+		wg   sync.WaitGroup
+	)
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for i, s := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				d, err := s.Receive(rctx)
+				if err != nil {
+					return
+				}
+				d.Ack(ctx)
+				mu.Lock()
+				seen[d.Message().ID]++
+				per[i]++
+				if len(seen) == len(msgs) {
+					cancel()
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != len(msgs) {
+		t.Fatalf("received %d of %d messages", len(seen), len(msgs))
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("message %s received %d times", id, n)
+		}
+	}
+	t.Logf("messages per subscription: %v", per)
 }

@@ -29,6 +29,7 @@ type subscription struct {
 	rtopic     string // RocketMQ topic
 	rgroup     string // RocketMQ consumer group
 	retryTopic string // <rgroup>|retry
+	clientID   string // this member's ID in the group: unique per subscription
 	conns      *pool
 	log        func(msg string, args ...any)
 
@@ -89,6 +90,7 @@ func (b *Broker) subscribe(ctx context.Context, topic string, opts bus.Subscribe
 		rtopic:     Name(topic, maxTopicLen),
 		rgroup:     rgroup,
 		retryTopic: rgroup + "|retry",
+		clientID:   fmt.Sprintf("%s-%d", b.clientID, b.nsub.Add(1)),
 		ready:      make(chan *delivery),
 		slots:      make(chan struct{}, opts.Prefetch),
 		kick:       make(chan struct{}, 1),
@@ -200,7 +202,7 @@ func (s *subscription) heartbeat(ctx context.Context) error {
 		subsData = append(subsData, subData{Topic: t, SubString: "*", TagsSet: []string{}, CodeSet: []int{}, ExpressionType: "TAG"})
 	}
 	body, _ := json.Marshal(map[string]any{
-		"clientID": s.b.clientID,
+		"clientID": s.clientID,
 		"consumerDataSet": []map[string]any{{
 			"groupName":           s.rgroup,
 			"consumeType":         "CONSUME_PASSIVELY",
@@ -313,7 +315,7 @@ func (s *subscription) rebalance(ctx context.Context) {
 			}
 			return
 		}
-		if sort.SearchStrings(members, s.b.clientID) == len(members) || !contains(members, s.b.clientID) {
+		if !contains(members, s.clientID) {
 			// The broker has not seen this member yet.
 			if err := s.heartbeat(ctx); err != nil {
 				if ctx.Err() == nil {
@@ -321,10 +323,10 @@ func (s *subscription) rebalance(ctx context.Context) {
 				}
 				return
 			}
-			members = append(members, s.b.clientID)
+			members = append(members, s.clientID)
 			sort.Strings(members)
 		}
-		for _, q := range allocate(rt.read, members, s.b.clientID) {
+		for _, q := range allocate(rt.read, members, s.clientID) {
 			want[queueKey{t, q}] = true
 		}
 	}
@@ -393,7 +395,7 @@ func (s *subscription) lock(ctx context.Context, addr string, keys []queueKey) (
 	for i, k := range keys {
 		set[i] = mqOf(k)
 	}
-	body, _ := json.Marshal(map[string]any{"consumerGroup": s.rgroup, "clientId": s.b.clientID, "onlyThisBroker": true, "mqSet": set})
+	body, _ := json.Marshal(map[string]any{"consumerGroup": s.rgroup, "clientId": s.clientID, "onlyThisBroker": true, "mqSet": set})
 	resp, err := c.callOK(ctx, codeLockBatchMQ, nil, body)
 	if err != nil {
 		return nil, err
@@ -420,7 +422,7 @@ func (s *subscription) unlock(ctx context.Context, k queueKey) {
 	if err != nil {
 		return
 	}
-	body, _ := json.Marshal(map[string]any{"consumerGroup": s.rgroup, "clientId": s.b.clientID, "mqSet": []mqJSON{mqOf(k)}})
+	body, _ := json.Marshal(map[string]any{"consumerGroup": s.rgroup, "clientId": s.clientID, "mqSet": []mqJSON{mqOf(k)}})
 	if _, err := c.callOK(ctx, codeUnlockBatchMQ, nil, body); err != nil && ctx.Err() == nil {
 		s.log("queue unlock failed", "queue", k.q.String(), "err", err)
 	}
@@ -753,7 +755,7 @@ func (s *subscription) unlockAll(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		body, _ := json.Marshal(map[string]any{"consumerGroup": s.rgroup, "clientId": s.b.clientID, "mqSet": set})
+		body, _ := json.Marshal(map[string]any{"consumerGroup": s.rgroup, "clientId": s.clientID, "mqSet": set})
 		if _, err := c.callOK(ctx, codeUnlockBatchMQ, nil, body); err != nil && ctx.Err() == nil {
 			s.log("queue unlock failed", "broker", addr, "err", err)
 		}
@@ -770,7 +772,7 @@ func (s *subscription) unregister(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		c.callOK(ctx, codeUnregisterClient, map[string]string{"clientID": s.b.clientID, "consumerGroup": s.rgroup, "producerGroup": ""}, nil)
+		c.callOK(ctx, codeUnregisterClient, map[string]string{"clientID": s.clientID, "consumerGroup": s.rgroup, "producerGroup": ""}, nil)
 	}
 }
 
