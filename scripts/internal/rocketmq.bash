@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2154 # state, header, timeout_s: set by scripts/brokers
 # RocketMQ for scripts/brokers, which sources this file and provides note,
 # warn, die, fail, record, rotate, since, past, deadline, port_open,
 # owned_pid, stop_pid, apt_install, $state, $timeout_s and $header.
