@@ -433,8 +433,8 @@ func openRocketMQ(ctx context.Context, u *url.URL) (*rocketmq.Broker, error) {
 
 func probeRocketMQ(ctx context.Context, u *url.URL, info *BrokerInfo) {
 	info.Product = "Apache RocketMQ"
-	info.Client = Client{Adapter: "adapters/rocketmq", OmnibusVersion: info.Client.OmnibusVersion,
-		Library: "none: the adapter speaks RocketMQ's remoting protocol itself"}
+	// No library: the adapter speaks RocketMQ's remoting protocol itself.
+	info.Client = Client{Adapter: "adapters/rocketmq", OmnibusVersion: info.Client.OmnibusVersion}
 	set := map[string]string{"ack": "SEND_MESSAGE_V2 response from the master broker"}
 	info.Durability.Settings = set
 	info.Durability.Summary = "send acknowledged by the master broker; flush mode unknown"
