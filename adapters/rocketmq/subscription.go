@@ -357,12 +357,20 @@ func (s *subscription) rebalance(ctx context.Context) {
 		}
 		for _, k := range keys {
 			s.mu.Lock()
-			_, have := s.states[k]
-			s.mu.Unlock()
-			if have || !locked[k] {
-				continue
+			qs, have := s.states[k]
+			if have && !locked[k] {
+				// The lock went to another member (after a broker
+				// restart, say): stop pulling at once.
+				delete(s.states, k)
 			}
-			s.start(k)
+			s.mu.Unlock()
+			switch {
+			case have && !locked[k]:
+				s.log("lost the lock of a queue", "queue", k.q.String())
+				s.release(ctx, qs, 0)
+			case !have && locked[k]:
+				s.start(k)
+			}
 		}
 	}
 }
