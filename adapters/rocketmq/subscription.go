@@ -136,12 +136,20 @@ func (b *Broker) subscribe(ctx context.Context, topic string, opts bus.Subscribe
 		return nil, bus.ErrClosed
 	}
 	b.subs[s] = struct{}{}
+	// Counted from here, so that a Close from Broker.Close meanwhile
+	// waits for the first rebalance before it lets the queues go.
+	s.wg.Add(1)
 	b.mu.Unlock()
 	// The first rebalance runs before Subscribe returns, so that the
 	// member holds its queues when the caller publishes.
 	s.rebalance(rctx)
-	s.wg.Add(1)
 	go s.run()
+	select {
+	case <-s.closing:
+		s.Close()
+		return nil, bus.ErrClosed
+	default:
+	}
 	return s, nil
 }
 
