@@ -11,11 +11,13 @@
 # runtime dependencies, gathered by mvn dependency:copy-dependencies).
 #
 # Durability, chosen here: flushDiskType=SYNC_FLUSH. The broker answers a
-# send only after the message is forced to disk, as Kafka's acks=all on a
-# single node answers after the write is in the log and RabbitMQ's
-# publisher confirms answer for durable queues; a crash of the broker's
-# machine loses no acknowledged message. (ASYNC_FLUSH, RocketMQ's default,
-# would answer before the flush.)
+# send only after the message is forced to disk (group commit), as
+# RabbitMQ confirms a persistent message on a durable queue after its
+# fsync; a crash of the broker's machine loses no acknowledged message.
+# ASYNC_FLUSH, RocketMQ's default, would answer from the page cache, as
+# the single Kafka node here does (acks=all, no forced flush) and as Redis
+# does between its once-a-second fsyncs. The benchmark reports the mode
+# it finds (flushDiskType from the broker's configuration).
 #
 # Other settings: autoCreateTopicEnable=false (the omnibus adapter creates
 # the topics it uses, with the queue count it wants; a mistyped name fails
