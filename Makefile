@@ -11,7 +11,7 @@ VENV        ?= .venv
 
 all: lint test
 
-## up: install (when missing) and start RabbitMQ, Redis and Kafka on 127.0.0.1
+## up: install (when missing) and start RabbitMQ, Redis, Kafka and RocketMQ on 127.0.0.1
 up:
 	scripts/brokers up $(BROKERS)
 
@@ -67,7 +67,7 @@ demo:
 	$(GO) run ./examples/quickstart
 
 ## bench: the standard benchmark workloads on BROKER (memory, rabbitmq, redis,
-## kafka, all, a comma-separated list, or a URL); named local brokers are
+## kafka, rocketmq, all, a comma-separated list, or a URL); named local brokers are
 ## started first. Writes bench/results/<time>/{results.json,summary.md,report.html}.
 ## BENCH_FLAGS passes flags to `omnibus bench`, e.g. BENCH_FLAGS="-duration 10s -reps 5".
 BROKER      ?= memory
@@ -80,7 +80,7 @@ bench:
 	@case "$(BROKER)" in \
 	  all) scripts/brokers up ;; \
 	  *) for b in $$(echo "$(BROKER)" | tr , ' '); do \
-	       case "$$b" in rabbitmq|redis|kafka) scripts/brokers up "$$b" ;; esac; \
+	       case "$$b" in rabbitmq|redis|kafka|rocketmq) scripts/brokers up "$$b" ;; esac; \
 	     done ;; \
 	esac
 	$(GO) run -buildvcs=true ./cmd/omnibus bench -out $(BENCH_OUT) -note "$(BENCH_NOTE)" $(BENCH_FLAGS) $(BROKER)

@@ -123,3 +123,19 @@ func TestKafka(t *testing.T) {
 		t.Errorf("an overriding URL parameter went unnoted")
 	}
 }
+
+func TestRocketMQ(t *testing.T) {
+	url := brokertest.RocketMQ(t)
+	info := Probe(context.Background(), Target{Name: "rocketmq", URL: url})
+	if info.Product != "Apache RocketMQ" || info.Version == unknown || info.Durability.Settings["flushDiskType"] == "" {
+		t.Errorf("probe: %+v", info)
+	}
+	t.Logf("probe: %s %s: %s", info.Product, info.Version, info.Durability.Summary)
+	runOnBroker(t, Target{Name: "rocketmq", URL: url})
+	if u, notes := runURL(url, Workload{Partitions: 4}); !strings.Contains(u, "queues=4") || notes != nil {
+		t.Errorf("runURL = %s, %v", u, notes)
+	}
+	if _, notes := runURL(url+"?queues=2", Workload{Partitions: 4}); len(notes) != 1 {
+		t.Errorf("an overriding URL parameter went unnoted")
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	kafka "github.com/segmentio/kafka-go"
 
+	"github.com/omnibus-mq/omnibus/adapters/rocketmq"
 	"github.com/omnibus-mq/omnibus/bus"
 )
 
@@ -99,6 +100,8 @@ func Probe(ctx context.Context, t Target) BrokerInfo {
 		probeRedis(ctx, u, &info)
 	case "kafka":
 		probeKafka(ctx, u, &info)
+	case "rocketmq":
+		probeRocketMQ(ctx, u, &info)
 	default:
 		info.Client.Adapter = u.Scheme + " (adapter not known to bench)"
 		info.Durability.Summary = unknown
@@ -418,6 +421,15 @@ func Cleanup(ctx context.Context, rawURL, topic, group string) error {
 		if err := c.Del(ctx, topic, "omnibus:retry:"+suffix, "omnibus:delayed:"+suffix).Err(); err != nil {
 			return fmt.Errorf("cleanup: %s", redactErr(err, u))
 		}
+	case "rocketmq":
+		b, err := openRocketMQ(ctx, u)
+		if err != nil {
+			return fmt.Errorf("cleanup: %w", err)
+		}
+		defer b.Close()
+		if err := b.Remove(ctx, topic, group); err != nil {
+			return fmt.Errorf("cleanup: %w", err)
+		}
 	case "kafka":
 		c := &kafka.Client{Addr: kafka.TCP(kafkaAddrs(u)...), Timeout: 20 * time.Second}
 		if _, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{
@@ -429,4 +441,53 @@ func Cleanup(ctx context.Context, rawURL, topic, group string) error {
 		}
 	}
 	return nil
+}
+
+// openRocketMQ connects to the cluster of a rocketmq:// URL. RocketMQ
+// speaks its own remoting protocol, for which this module has no client
+// library but the adapter's, so the probe and the cleanup use the
+// adapter's Describe and Remove.
+func openRocketMQ(ctx context.Context, u *url.URL) (*rocketmq.Broker, error) {
+	o, err := rocketmq.ParseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	return rocketmq.New(ctx, o)
+}
+
+func probeRocketMQ(ctx context.Context, u *url.URL, info *BrokerInfo) {
+	info.Product = "Apache RocketMQ"
+	// No library: the adapter speaks RocketMQ's remoting protocol itself.
+	info.Client = Client{Adapter: "adapters/rocketmq", OmnibusVersion: info.Client.OmnibusVersion}
+	set := map[string]string{"ack": "SEND_MESSAGE_V2 response from the master broker"}
+	info.Durability.Settings = set
+	info.Durability.Summary = "send acknowledged by the master broker; flush mode unknown"
+	b, err := openRocketMQ(ctx, u)
+	if err != nil {
+		info.Notes = append(info.Notes, "version probe: "+err.Error())
+		return
+	}
+	defer b.Close()
+	ds, err := b.Describe(ctx)
+	if err != nil || len(ds) == 0 {
+		info.Notes = append(info.Notes, fmt.Sprintf("version probe: %v (%d brokers)", err, len(ds)))
+		return
+	}
+	d := ds[0]
+	info.Version, info.VersionSource = strings.TrimPrefix(strings.ReplaceAll(d.Version, "_", "."), "V"), "GET_BROKER_RUNTIME_INFO brokerVersionDesc"
+	for _, k := range []string{"flushDiskType", "brokerRole", "maxMessageSize", "timerWheelEnable", "flushCommitLogTimed", "syncFlushTimeout"} {
+		if v, ok := d.Config[k]; ok {
+			set[k] = v
+		}
+	}
+	set["masters"] = strconv.Itoa(len(ds))
+	switch d.Config["flushDiskType"] {
+	case "SYNC_FLUSH":
+		info.Durability.Summary = "send acknowledged once the master broker has flushed the message to disk (flushDiskType=SYNC_FLUSH)"
+	case "ASYNC_FLUSH":
+		info.Durability.Summary = "send acknowledged from the master broker's page cache; the disk flush follows (flushDiskType=ASYNC_FLUSH): a machine crash can lose the last writes"
+	}
+	if d.Config["brokerRole"] == "SYNC_MASTER" {
+		info.Durability.Summary += "; replicated to a slave before the acknowledgement (SYNC_MASTER)"
+	}
 }

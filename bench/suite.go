@@ -232,20 +232,25 @@ func (res *Result) summarise() {
 }
 
 // runURL returns the URL a workload runs on: Kafka gets its partition
-// count; for other backends partitions do not apply.
+// count, RocketMQ its queue count; for other backends partitions do not
+// apply.
 func runURL(rawURL string, w Workload) (string, []string) {
 	u, err := bus.ParseURL(rawURL)
-	if err != nil || u.Scheme != "kafka" {
+	if err != nil || (u.Scheme != "kafka" && u.Scheme != "rocketmq") {
 		return rawURL, nil
 	}
+	param := "partitions"
+	if u.Scheme == "rocketmq" {
+		param = "queues"
+	}
 	q := u.Query()
-	if q.Has("partitions") {
-		if q.Get("partitions") != strconv.Itoa(w.Partitions) {
-			return rawURL, []string{"partitions from the URL (" + q.Get("partitions") + ") override the workload's"}
+	if q.Has(param) {
+		if q.Get(param) != strconv.Itoa(w.Partitions) {
+			return rawURL, []string{param + " from the URL (" + q.Get(param) + ") override the workload's"}
 		}
 		return rawURL, nil
 	}
-	q.Set("partitions", strconv.Itoa(w.Partitions))
+	q.Set(param, strconv.Itoa(w.Partitions))
 	c := *u
 	c.RawQuery = q.Encode()
 	return c.String(), nil
@@ -326,8 +331,8 @@ func (s *Suite) Run(ctx context.Context) (*Report, error) {
 	for _, t := range s.Targets {
 		info := Probe(ctx, t)
 		info.Features = features(ctx, s.openOf(t), t.URL)
-		if u, err := url.Parse(t.URL); err == nil && u.Scheme != "kafka" {
-			info.Notes = append(info.Notes, "workload partitions apply to Kafka only: here a topic is one queue or stream per group")
+		if u, err := url.Parse(t.URL); err == nil && u.Scheme != "kafka" && u.Scheme != "rocketmq" {
+			info.Notes = append(info.Notes, "workload partitions apply to Kafka and RocketMQ only: here a topic is one queue or stream per group")
 		}
 		rep.Brokers = append(rep.Brokers, info)
 		r := &Runner{Target: t, Open: s.Open, Progress: s.Progress}

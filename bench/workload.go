@@ -48,8 +48,8 @@ type Workload struct {
 	// Default DefaultPrefetch.
 	Prefetch int
 	// Partitions of the topic, for backends that partition topics
-	// (Kafka); others ignore it and the result says so. Default: as many
-	// as Consumers.
+	// (Kafka's partitions, RocketMQ's queues); others ignore it and the
+	// result says so. Default: as many as Consumers.
 	Partitions int
 	// Batch is the number of messages per Publish call. At a fixed rate it
 	// is the most a producer sends at once when it has fallen behind

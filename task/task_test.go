@@ -14,6 +14,7 @@ import (
 	"github.com/omnibus-mq/omnibus/adapters/memory"
 	"github.com/omnibus-mq/omnibus/adapters/rabbitmq"
 	_ "github.com/omnibus-mq/omnibus/adapters/redisstream"
+	_ "github.com/omnibus-mq/omnibus/adapters/rocketmq"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/internal/brokertest"
 	"github.com/omnibus-mq/omnibus/task"
@@ -39,6 +40,7 @@ func backends(t *testing.T) map[string]backend {
 		},
 		"redisstream": func(t *testing.T) bus.Broker { return open(t, brokerURL(t, "redisstream")) },
 		"kafka":       func(t *testing.T) bus.Broker { return open(t, brokerURL(t, "kafka")) },
+		"rocketmq":    func(t *testing.T) bus.Broker { return open(t, brokerURL(t, "rocketmq")) },
 		"rabbitmq": func(t *testing.T) bus.Broker {
 			url := brokertest.AMQP(t)
 			b, err := rabbitmq.New(context.Background(), rabbitmq.Options{URL: url})
@@ -58,6 +60,8 @@ func brokerURL(t testing.TB, name string) string {
 		return brokertest.AMQP(t)
 	case "redisstream":
 		return brokertest.Redis(t)
+	case "rocketmq":
+		return brokertest.RocketMQ(t)
 	case "kafka":
 		// Quick rebalances: workers join and leave within each test.
 		return "kafka://" + strings.Join(brokertest.Kafka(t), ",") +

@@ -98,7 +98,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	consumers := fs.Int("consumers", 0, "consumers (subscriptions of one group); 0: as many as producers")
 	workers := fs.Int("workers", bench.DefaultConsumerWorkers, "goroutines receiving and acking on each consumer")
 	prefetch := fs.Int("prefetch", bench.DefaultPrefetch, "unsettled deliveries per consumer")
-	partitions := fs.Int("partitions", 0, "topic partitions, Kafka only; 0: as many as consumers")
+	partitions := fs.Int("partitions", 0, "topic partitions (Kafka) or queues (RocketMQ); 0: as many as consumers")
 	batch := fs.Int("batch", 100, "messages per Publish call (at a fixed rate: the most sent at once when behind)")
 	fs.Var(rates, "rates", "fixed rates in msgs/s to run instead of a max-rate run and its fractions; 0 is a max-rate run")
 	fs.Var(fractions, "fractions", "shares of each measured maximum to run at a fixed rate")
@@ -118,7 +118,7 @@ run, then fixed-rate runs at -fractions of its measured maximum; or, with
 -rates, runs at those rates. Writes results.json, summary.md and report.html
 to -out and prints the summary.
 
-BROKER is a URL, NAME=URL to label it, or memory, rabbitmq, redis, kafka, all.
+BROKER is a URL, NAME=URL to label it, or memory, rabbitmq, redis, kafka, rocketmq, all.
 
 flags:
 `)

@@ -11,6 +11,7 @@ import (
 	_ "github.com/omnibus-mq/omnibus/adapters/memory"
 	_ "github.com/omnibus-mq/omnibus/adapters/rabbitmq"
 	_ "github.com/omnibus-mq/omnibus/adapters/redisstream"
+	_ "github.com/omnibus-mq/omnibus/adapters/rocketmq"
 
 	"github.com/omnibus-mq/omnibus/bench"
 	"github.com/omnibus-mq/omnibus/bus"
@@ -27,6 +28,7 @@ var namedBrokers = []namedBroker{
 	{name: "rabbitmq", env: "OMNIBUS_AMQP_URL", def: "amqp://guest:guest@127.0.0.1:5672/", scheme: "amqp"},
 	{name: "redis", env: "OMNIBUS_REDIS_URL", def: "redis://127.0.0.1:6379/0", scheme: "redis"},
 	{name: "kafka", env: "OMNIBUS_KAFKA_BROKERS", def: "127.0.0.1:9092", prefix: "kafka://", scheme: "kafka"},
+	{name: "rocketmq", env: "OMNIBUS_ROCKETMQ_URL", def: "rocketmq://127.0.0.1:9876", scheme: "rocketmq"},
 }
 
 func (n namedBroker) url() string {
@@ -80,7 +82,7 @@ func targets(args []string) ([]bench.Target, error) {
 			default:
 				i := slices.IndexFunc(namedBrokers, func(n namedBroker) bool { return n.name == a })
 				if i < 0 {
-					return nil, fmt.Errorf("unknown broker %q: want a URL or one of memory, rabbitmq, redis, kafka, all", hidePassword(a))
+					return nil, fmt.Errorf("unknown broker %q: want a URL or one of memory, rabbitmq, redis, kafka, rocketmq, all", hidePassword(a))
 				}
 				add(bench.Target{Name: a, URL: namedBrokers[i].url()})
 			}

@@ -9,7 +9,7 @@
 //	omnibus report RESULTS.json              write summary.md and report.html again from results
 //
 // A BROKER is a URL (mem://, amqp://, redis://, kafka://) or one of the
-// names memory, rabbitmq, redis, kafka and all, which stand for the
+// names memory, rabbitmq, redis, kafka, rocketmq and all, which stand for the
 // brokers on loopback that scripts/brokers starts (OMNIBUS_AMQP_URL,
 // OMNIBUS_REDIS_URL and OMNIBUS_KAFKA_BROKERS override their addresses).
 // Flags may come before or after the other arguments.
@@ -33,7 +33,7 @@ const usage = `usage:
   omnibus doctor URL                       connect, round-trip a message, print version and settings
   omnibus report RESULTS.json              write summary.md and report.html again from results
 
-BROKER is a URL (mem://, amqp://, redis://, kafka://) or memory, rabbitmq, redis, kafka or all.
+BROKER is a URL (mem://, amqp://, redis://, kafka://, rocketmq://) or memory, rabbitmq, redis, kafka, rocketmq or all.
 `
 
 func main() {

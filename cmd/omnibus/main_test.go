@@ -67,8 +67,8 @@ func TestTargets(t *testing.T) {
 		}
 	}
 	all, err := targets([]string{"all"})
-	if err != nil || len(all) != 4 {
-		t.Errorf("all = %v, %v; want the four linked adapters", all, err)
+	if err != nil || len(all) != 5 {
+		t.Errorf("all = %v, %v; want the five linked adapters", all, err)
 	}
 }
 

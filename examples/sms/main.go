@@ -8,6 +8,7 @@
 //	go run ./examples/sms -broker amqp://guest:guest@127.0.0.1:5672/ -redis redis://127.0.0.1:6379/0
 //	go run ./examples/sms -broker kafka://127.0.0.1:9092 -redis redis://127.0.0.1:6379/0
 //	go run ./examples/sms -broker redis://127.0.0.1:6379/0 -redis redis://127.0.0.1:6379/0
+//	go run ./examples/sms -broker rocketmq://127.0.0.1:9876 -redis redis://127.0.0.1:6379/0
 //
 // The API:
 //
@@ -46,6 +47,7 @@ import (
 	_ "github.com/omnibus-mq/omnibus/adapters/memory"
 	_ "github.com/omnibus-mq/omnibus/adapters/rabbitmq"
 	_ "github.com/omnibus-mq/omnibus/adapters/redisstream"
+	_ "github.com/omnibus-mq/omnibus/adapters/rocketmq"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/handlers/sms"
 	"github.com/omnibus-mq/omnibus/task"

@@ -133,6 +133,9 @@ func TestEndToEnd(t *testing.T) {
 		"kafka": func(t *testing.T) options {
 			return options{broker: "kafka://" + strings.Join(brokertest.Kafka(t), ","), redis: brokertest.Redis(t)}
 		},
+		"rocketmq": func(t *testing.T) options {
+			return options{broker: brokertest.RocketMQ(t), redis: brokertest.Redis(t)}
+		},
 	}
 	for name, opts := range backends {
 		t.Run(name, func(t *testing.T) {

@@ -1,0 +1,107 @@
+// Package rocketmq is omnibus's Apache RocketMQ backend. It speaks
+// RocketMQ's remoting protocol (TCP, JSON headers) to the name servers and
+// brokers itself, with no client library, and needs RocketMQ 5 (timer
+// messages, timerWheelEnable=true, the broker's default) for delayed
+// redelivery; publishing and consuming work with 4.x brokers too. Open it
+// by URL after importing the package, or build a Broker with New:
+//
+//	b, err := bus.Open(ctx, "rocketmq://127.0.0.1:9876?queues=8")
+//	b, err := rocketmq.New(ctx, rocketmq.Options{NameServers: []string{"127.0.0.1:9876"}})
+//
+// The URL names name servers; see Scheme for its parameters.
+//
+// # Why no client library
+//
+// The two official Go clients were weighed. github.com/apache/
+// rocketmq-clients/golang/v5 needs the RocketMQ proxy (a further process,
+// gRPC) and starts, for every client, background goroutines that sleep up
+// to a minute before they look at their stop signal. The remoting client
+// github.com/apache/rocketmq-client-go/v2 needs no proxy, but its push
+// consumer starts a goroutine that sleeps its consume timeout (15 minutes)
+// before it can stop, holds its long-polling pulls on a context it cannot
+// cancel (up to 30 seconds after Shutdown), and the broker's clients it
+// shares per process start goroutines that sleep 10 seconds. So each
+// closed subscription would leave goroutines behind (the conformance suite
+// checks with goleak), and its callback-style consumer settles a message
+// only by returning from the callback. The protocol this package needs is
+// small: routes and cluster info from the name servers; send and batch
+// send, heartbeat, consumer list, queue lock and unlock, pull, consume
+// offsets, topic creation, from the brokers.
+//
+// # Names
+//
+// RocketMQ allows only [a-zA-Z0-9_%|-] in topic and group names, so an
+// omnibus name is encoded (see Name): '.' and every other byte, '_'
+// included, become '_' and two hex digits ("orders.eu" is topic
+// "orders_2Eeu"). An omnibus group G on topic T is the RocketMQ consumer
+// group "<G>__<T>", encoded: RocketMQ wants every member of a group to
+// subscribe to the same topics, and omnibus lets one group name serve many
+// topics. Topics are created on first use, on every master broker, with
+// Options.Queues queues (unless Options.NoTopicCreation).
+//
+// # Publishing
+//
+// Publish returns once the broker has answered the send: with the broker
+// in SYNC_FLUSH mode (as scripts/brokers runs it) that is after the
+// message is on disk; a "flush timeout" answer is an error. A message's
+// Key picks its queue by FNV-1a hash; the keyless messages of one call
+// share one queue, taken in turn from call to call. The messages of one
+// queue go in batches of up to 256 messages or 1 MiB (SEND_BATCH_MESSAGE).
+// The ID, key, publish time (nanoseconds) and headers travel as message
+// properties (PropID, PropKey, PropPublishedAt, HeaderPrefix+name); the ID
+// is also the message's KEYS, which the broker indexes. Headers cannot
+// hold the bytes 0x01 and 0x02 (RocketMQ's property separators), and the
+// properties of a message are limited to 32767 bytes. Bodies are sent
+// uncompressed. Options.MaxMessageSize is checked before anything is sent;
+// when some batches of a call are stored and others not, the error is a
+// *bus.PublishError.
+//
+// # Consuming
+//
+// Each Subscribe is a member of the group (clustering mode). Members
+// share the topic's queues as RocketMQ's AllocateMessageQueueAveragely
+// does, re-dividing them every Options.RebalanceInterval and when a
+// broker says the members changed. A member pulls a queue only while it
+// holds the broker's lock of that queue for the group (LOCK_BATCH_MQ, as
+// RocketMQ's orderly consumers do), so two members never read one queue
+// at once, even while the queues are being re-divided; a member that
+// loses a queue waits up to Options.DrainTimeout for the deliveries it
+// holds from it to be settled, stores its offset and unlocks it. Pulls
+// long-poll (Options.PollTimeout) and are cancelled at once when the
+// subscription closes. A group new to a topic reads it from its first
+// message (CONSUME_FROM_FIRST_OFFSET).
+//
+// Deliveries are handed out in queue order, at most Prefetch unsettled at
+// once, and may be settled in any order: a queue's consume offset, stored
+// on the broker every Options.CommitInterval, on rebalance and on Close,
+// never passes its first unsettled message. So a single subscriber with
+// Prefetch 1, or bus.Consumer with OrderedByKey, sees each key in publish
+// order. After a crash, what was delivered past the last stored offset
+// comes again, with the attempt number it had.
+//
+// # Failures, retries and dead letters
+//
+// RocketMQ's own retry (the consumer's send-back to "%RETRY%<group>",
+// delay levels, "%DLQ%<group>" after 16 tries) is not used: the broker
+// sends a retry of a group that holds queue locks straight to its DLQ,
+// delay levels cannot express NackOptions.Delay, and a postponed delivery
+// must not count as an attempt. Instead, Nack stores a copy of the message
+// in the group's retry topic, "<G>__<T>|retry" (encoded), with the next
+// attempt number in PropAttempt, as a timer message due after
+// NackOptions.Delay (TIMER_DELIVER_MS; the broker's timer precision is
+// timerPrecisionMs), then settles the delivery. The members read the retry
+// topic too, so a retry goes behind later messages of its key. A
+// postponed delivery (NackOptions.Postpone) takes the same way with the
+// same attempt number. When the attempts of SubscribeOptions.MaxAttempts
+// are used up, or NackOptions.DeadLetter asks for it, the message goes to
+// SubscribeOptions.DeadLetterTopic ("<topic>.dlq" by default, an ordinary
+// topic) with the headers of bus.DeadLetter. Close gives the deliveries
+// in hand back the same way as a Nack without delay (counted as an
+// attempt), so the group's next member gets them at once.
+//
+// # Limits
+//
+// The broker's ACL (access keys) and TLS are not implemented. Message
+// tags and SQL filters, transactions, broadcasting consumption and
+// RocketMQ 5's POP consumption are not used.
+package rocketmq

@@ -1,0 +1,118 @@
+package rocketmq
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/omnibus-mq/omnibus/bus"
+)
+
+func TestName(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"orders", "orders"},
+		{"orders.eu", "orders_2Eeu"},
+		{"a_b", "a_5Fb"},
+		{"Kebab-Case9", "Kebab-Case9"},
+		{"ключ", "_D0_BA_D0_BB_D1_8E_D1_87"},
+		{"a/b c", "a_2Fb_20c"},
+	} {
+		if got := Name(tc.in, maxTopicLen); got != tc.want {
+			t.Errorf("Name(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	// Different names never meet: '_' is escaped too.
+	if Name("a.b", 127) == Name("a_2Eb", 127) {
+		t.Error("Name is not injective on a.b and a_2Eb")
+	}
+	long := strings.Repeat("x.", 100)
+	a, b := Name(long, maxTopicLen), Name(long+"y", maxTopicLen)
+	if len(a) != maxTopicLen || len(b) != maxTopicLen || a == b {
+		t.Errorf("long names: %q (%d), %q (%d): want %d bytes each and different", a, len(a), b, len(b), maxTopicLen)
+	}
+	for _, r := range a {
+		if !strings.ContainsRune("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_%|-", r) {
+			t.Fatalf("Name gave %q, with %q outside RocketMQ's alphabet", a, r)
+		}
+	}
+	if g := groupName(strings.Repeat("g", 300), strings.Repeat("t.", 300)); len(g) > maxGroupLen || len(g+"|retry") > maxTopicLen {
+		t.Errorf("groupName is %d bytes, over %d", len(g), maxGroupLen)
+	}
+}
+
+func TestFixJSON(t *testing.T) {
+	in := `{"brokerAddrTable":{"broker-a":{"brokerAddrs":{0:"127.0.0.1:10911",1:"127.0.0.1:10921"},"note":"{0:x}, 7:y"}},"n":[1,2],-1:"neg"}`
+	var v struct {
+		BrokerAddrTable map[string]struct {
+			BrokerAddrs map[string]string `json:"brokerAddrs"`
+			Note        string            `json:"note"`
+		} `json:"brokerAddrTable"`
+		N   []int  `json:"n"`
+		Neg string `json:"-1"`
+	}
+	if err := json.Unmarshal(fixJSON([]byte(in)), &v); err != nil {
+		t.Fatalf("fixJSON(%s) = %s: %v", in, fixJSON([]byte(in)), err)
+	}
+	ba := v.BrokerAddrTable["broker-a"]
+	if ba.BrokerAddrs["0"] != "127.0.0.1:10911" || ba.BrokerAddrs["1"] != "127.0.0.1:10921" || ba.Note != "{0:x}, 7:y" ||
+		!reflect.DeepEqual(v.N, []int{1, 2}) || v.Neg != "neg" {
+		t.Errorf("decoded %+v", v)
+	}
+}
+
+func TestAllocate(t *testing.T) {
+	qs := make([]queueRef, 5)
+	for i := range qs {
+		qs[i] = queueRef{broker: "b", id: i}
+	}
+	members := []string{"a", "b", "c"}
+	seen := map[int]string{}
+	for _, m := range members {
+		for _, q := range allocate(qs, members, m) {
+			if prev, dup := seen[q.id]; dup {
+				t.Fatalf("queue %d goes to %s and %s", q.id, prev, m)
+			}
+			seen[q.id] = m
+		}
+	}
+	if len(seen) != len(qs) {
+		t.Fatalf("allocated %d of %d queues: %v", len(seen), len(qs), seen)
+	}
+	if got := allocate(qs, members, "z"); got != nil {
+		t.Errorf("a non-member got %v", got)
+	}
+	if got := allocate(qs[:2], members, "c"); len(got) != 0 {
+		t.Errorf("third member of two queues got %v", got)
+	}
+}
+
+func TestProperties(t *testing.T) {
+	m := &bus.Message{ID: "id-1", Key: "k", Headers: bus.Headers{"a": "1", "ключ": "✓"}, Body: []byte("b"),
+		PublishedAt: time.Unix(1, 123456789)}
+	props, err := encodeProperties(m, PropAttempt, "3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &wireMessage{body: m.Body, props: decodeProperties(props)}
+	got := w.toBus()
+	if got.ID != m.ID || got.Key != m.Key || !got.PublishedAt.Equal(m.PublishedAt) || got.Attempt != 3 ||
+		!reflect.DeepEqual(got.Headers, m.Headers) {
+		t.Errorf("round trip gave %+v, want %+v with attempt 3", got, m)
+	}
+	for _, bad := range []bus.Headers{{"x\x01": "v"}, {"x": "v\x02"}, {"big": strings.Repeat("v", maxPropertiesLen)}} {
+		if _, err := encodeProperties(&bus.Message{ID: "i", Headers: bad}); !errors.Is(err, bus.ErrInvalidMessage) {
+			t.Errorf("headers %.40q: %v, want ErrInvalidMessage", bad, err)
+		}
+	}
+}
+
+func TestDecodeMalformed(t *testing.T) {
+	for _, b := range [][]byte{{0, 0, 0}, {0, 0, 0, 9, 1, 2, 3}, {0, 0, 0, 8, 0, 0, 0, 0}} {
+		if _, err := decodeMessages(b); err == nil {
+			t.Errorf("decodeMessages(%v) succeeded", b)
+		}
+	}
+}

@@ -1,0 +1,240 @@
+package rocketmq
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/omnibus-mq/omnibus/bus"
+)
+
+// Defaults of Options.
+const (
+	DefaultNameServer     = "127.0.0.1:9876"
+	DefaultQueues         = 4
+	DefaultMaxMessageSize = 4<<20 - 64<<10
+	DefaultDialTimeout    = 5 * time.Second
+	DefaultRequestTimeout = 10 * time.Second
+	DefaultPollTimeout    = 5 * time.Second
+	DefaultCommitInterval = time.Second
+	DefaultRebalance      = time.Second
+	DefaultDrainTimeout   = 5 * time.Second
+)
+
+// MaxMessageSizeLimit is the largest Options.MaxMessageSize allowed: the
+// broker's default maxMessageSize (4 MiB), less room for the properties
+// that carry the ID, key and headers.
+const MaxMessageSizeLimit = 4<<20 - 32<<10
+
+// Options configure a Broker. The zero value connects to DefaultNameServer
+// with every default.
+type Options struct {
+	// NameServers are the host:port addresses of the name servers.
+	// Default DefaultNameServer.
+	NameServers []string
+	// Queues is the number of queues of the topics this package creates
+	// (a topic's queues are its unit of order and of sharing among a
+	// group's consumers). Default DefaultQueues.
+	Queues int
+	// NoTopicCreation makes Publish and Subscribe fail on a topic that
+	// does not exist instead of creating it on every master broker.
+	NoTopicCreation bool
+	// MaxMessageSize is the largest bus.Message.Size Publish accepts, at
+	// most MaxMessageSizeLimit. Default DefaultMaxMessageSize.
+	MaxMessageSize int
+	// DialTimeout bounds each connection attempt, and New's first round
+	// trip to a name server. Default DefaultDialTimeout.
+	DialTimeout time.Duration
+	// RequestTimeout bounds each request to a broker or name server when
+	// the caller's context has no earlier deadline. Default
+	// DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// PollTimeout is how long the broker may hold a pull that finds
+	// nothing (long polling). Default DefaultPollTimeout.
+	PollTimeout time.Duration
+	// CommitInterval is how often a subscription stores its consume
+	// offsets on the broker (also on rebalance and Close). Default
+	// DefaultCommitInterval.
+	CommitInterval time.Duration
+	// RebalanceInterval is how often a subscription checks its group's
+	// members and queue locks (brokers also notify it when members come
+	// and go). Default DefaultRebalance.
+	RebalanceInterval time.Duration
+	// DrainTimeout is how long a subscription that loses a queue to
+	// another member waits for the deliveries it holds from that queue to
+	// be settled before it lets the queue go. Default DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// Logger receives errors of the background work (pulling, committing,
+	// rebalancing), which is retried. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if len(o.NameServers) == 0 {
+		o.NameServers = []string{DefaultNameServer}
+	}
+	if o.Queues == 0 {
+		o.Queues = DefaultQueues
+	}
+	if o.MaxMessageSize == 0 {
+		o.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = DefaultRequestTimeout
+	}
+	if o.PollTimeout == 0 {
+		o.PollTimeout = DefaultPollTimeout
+	}
+	if o.CommitInterval == 0 {
+		o.CommitInterval = DefaultCommitInterval
+	}
+	if o.RebalanceInterval == 0 {
+		o.RebalanceInterval = DefaultRebalance
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Validate reports every problem of the options at once, as a
+// *bus.ConfigError.
+func (o Options) Validate() error {
+	var p []error
+	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
+	for _, a := range o.NameServers {
+		if _, port, err := net.SplitHostPort(a); err != nil {
+			add("name server %q: want host:port", a)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			add("name server %q: port must be 1-65535", a)
+		}
+	}
+	if o.Queues < 0 || o.Queues > 1024 {
+		add("Queues %d: want 1-1024", o.Queues)
+	}
+	if o.MaxMessageSize < 0 || o.MaxMessageSize > MaxMessageSizeLimit {
+		add("MaxMessageSize %d: want 1-%d", o.MaxMessageSize, MaxMessageSizeLimit)
+	}
+	for name, d := range map[string]time.Duration{
+		"DialTimeout": o.DialTimeout, "RequestTimeout": o.RequestTimeout, "PollTimeout": o.PollTimeout,
+		"CommitInterval": o.CommitInterval, "RebalanceInterval": o.RebalanceInterval, "DrainTimeout": o.DrainTimeout,
+	} {
+		if d < 0 {
+			add("%s %v is negative", name, d)
+		}
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	return &bus.ConfigError{Problems: p}
+}
+
+// Scheme is the URL scheme of this package, registered with bus.Register:
+//
+//	rocketmq://host:port[,host:port...][?param=value&...]
+//
+// The hosts are name servers; a host without a port gets 9876 (Go's URL
+// parser wants a port on the last host, if any host has one). Durations
+// are Go durations ("250ms", "10s"). Parameters (see Options for what
+// each means and its default):
+//
+//	queues              Options.Queues
+//	create_topics       false: Options.NoTopicCreation
+//	max_message_size    Options.MaxMessageSize
+//	dial_timeout        Options.DialTimeout
+//	request_timeout     Options.RequestTimeout
+//	poll_timeout        Options.PollTimeout
+//	commit_interval     Options.CommitInterval
+//	rebalance_interval  Options.RebalanceInterval
+//	drain_timeout       Options.DrainTimeout
+const Scheme = "rocketmq"
+
+// ParseURL returns the Options a rocketmq:// URL describes. Errors match
+// bus.ErrBadURL.
+func ParseURL(u *url.URL) (Options, error) {
+	var o Options
+	bad := func(format string, args ...any) (Options, error) {
+		return Options{}, fmt.Errorf("%w: %s: %s", bus.ErrBadURL, u.Redacted(), fmt.Sprintf(format, args...))
+	}
+	if u.Scheme != Scheme {
+		return bad("scheme %q, want %q", u.Scheme, Scheme)
+	}
+	if u.User != nil {
+		return bad("credentials are not supported (the broker's ACL is not implemented by this package)")
+	}
+	if u.Path != "" && u.Path != "/" {
+		return bad("unexpected path %q", u.Path)
+	}
+	for _, h := range strings.Split(u.Host, ",") {
+		if h == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			h = net.JoinHostPort(h, "9876")
+		}
+		o.NameServers = append(o.NameServers, h)
+	}
+	q := u.Query()
+	var errs []error
+	dur := func(key string, dst *time.Duration) {
+		if v := q.Get(key); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				errs = append(errs, fmt.Errorf("%s=%q: want a non-negative duration", key, v))
+				return
+			}
+			*dst = d
+		}
+	}
+	num := func(key string, dst *int) {
+		if v := q.Get(key); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				errs = append(errs, fmt.Errorf("%s=%q: want a non-negative integer", key, v))
+				return
+			}
+			*dst = n
+		}
+	}
+	num("queues", &o.Queues)
+	num("max_message_size", &o.MaxMessageSize)
+	dur("dial_timeout", &o.DialTimeout)
+	dur("request_timeout", &o.RequestTimeout)
+	dur("poll_timeout", &o.PollTimeout)
+	dur("commit_interval", &o.CommitInterval)
+	dur("rebalance_interval", &o.RebalanceInterval)
+	dur("drain_timeout", &o.DrainTimeout)
+	if v := q.Get("create_topics"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("create_topics=%q: want true or false", v))
+		} else {
+			o.NoTopicCreation = !b
+		}
+	}
+	known := map[string]bool{"queues": true, "max_message_size": true, "dial_timeout": true, "request_timeout": true,
+		"poll_timeout": true, "commit_interval": true, "rebalance_interval": true, "drain_timeout": true, "create_topics": true}
+	for k := range q {
+		if !known[k] {
+			errs = append(errs, fmt.Errorf("unknown parameter %q", k))
+		}
+	}
+	if len(errs) > 0 {
+		return bad("%v", errors.Join(errs...))
+	}
+	if err := o.Validate(); err != nil {
+		return bad("%v", err)
+	}
+	return o, nil
+}
