@@ -28,6 +28,7 @@ import (
 	_ "github.com/omnibus-mq/omnibus/adapters/kafka"
 	_ "github.com/omnibus-mq/omnibus/adapters/rabbitmq"
 	_ "github.com/omnibus-mq/omnibus/adapters/redisstream"
+	_ "github.com/omnibus-mq/omnibus/adapters/rocketmq"
 	"github.com/omnibus-mq/omnibus/bench"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/comparisons/clients"
@@ -76,6 +77,12 @@ var plans = []brokerPlan{
 		{name: "watermill-kafka", role: "watermill", open: clients.OpenWatermillKafka,
 			client: lib("watermill-kafka (Sarama) through adapters/watermill", "github.com/ThreeDotsLabs/watermill-kafka/v3")},
 	}},
+	// watermill has no RocketMQ pub/sub.
+	{name: "rocketmq", env: "OMNIBUS_ROCKETMQ_URL", def: "rocketmq://127.0.0.1:9876", contenders: []contender{
+		{name: "omnibus", role: "omnibus", open: bus.Open},
+		{name: "rocketmq-client-go", role: "raw", open: clients.OpenRocketMQ, cleanup: clients.CleanupRocketMQ,
+			client: lib("raw client (comparisons/clients.RocketMQ)", "github.com/apache/rocketmq-client-go/v2")},
+	}},
 }
 
 func (p brokerPlan) url() string {
@@ -116,7 +123,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("comparisons", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	broker := fs.String("broker", "all", "rabbitmq, redis, kafka or all (comma-separated)")
+	broker := fs.String("broker", "all", "rabbitmq, redis, kafka, rocketmq or all (comma-separated)")
 	var c config
 	fs.IntVar(&c.size, "size", 1024, "message body size in bytes")
 	fs.IntVar(&c.messages, "messages", 100_000, "messages each publish phase sends at most")
@@ -163,7 +170,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		if !found {
-			probs = append(probs, fmt.Errorf("-broker %q: want rabbitmq, redis, kafka or all", name))
+			probs = append(probs, fmt.Errorf("-broker %q: want rabbitmq, redis, kafka, rocketmq or all", name))
 		}
 	}
 	if len(probs) > 0 {

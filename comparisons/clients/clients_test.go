@@ -99,3 +99,10 @@ func TestKafka(t *testing.T) {
 	t.Run("franz-go", func(t *testing.T) { roundTrip(t, clients.OpenFranz, url, nil) })
 	t.Run("watermill-kafka", func(t *testing.T) { roundTrip(t, clients.OpenWatermillKafka, url, nil) })
 }
+
+func TestRocketMQ(t *testing.T) {
+	url := brokertest.RocketMQ(t)
+	t.Run("rocketmq-client-go", func(t *testing.T) {
+		roundTrip(t, clients.OpenRocketMQ, url, clients.CleanupRocketMQ)
+	})
+}

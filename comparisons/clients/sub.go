@@ -21,6 +21,7 @@ import (
 type delivery struct {
 	msg     bus.Message
 	ack     func(ctx context.Context) error
+	nack    func() // optional: what Nack tells the client
 	settled atomic.Bool
 	release func()
 }
@@ -35,12 +36,15 @@ func (d *delivery) Ack(ctx context.Context) error {
 	return d.ack(ctx)
 }
 
-// Nack is not part of any workload the comparisons run: the raw clients
+// Nack is not part of any workload the comparisons run: most raw clients
 // leave the message unacked, which the broker redelivers when the
 // subscription closes.
 func (d *delivery) Nack(context.Context, bus.NackOptions) error {
 	if d.settled.Swap(true) {
 		return bus.ErrAlreadyAcked
+	}
+	if d.nack != nil {
+		d.nack()
 	}
 	d.release()
 	return nil
