@@ -86,7 +86,7 @@ bench:
 	$(GO) run -buildvcs=true ./cmd/omnibus bench -out $(BENCH_OUT) -note "$(BENCH_NOTE)" $(BENCH_FLAGS) $(BROKER)
 
 ## compare: the same workloads through omnibus, the raw clients and watermill on
-## BROKER (rabbitmq, redis, kafka or all; memory has nothing to compare), plus
+## BROKER (rabbitmq, redis, kafka, rocketmq or all; memory has nothing to compare), plus
 ## the SMS task workload and, on Redis, the pipelining measurement. Writes
 ## comparisons/results/<broker>/COMPARISON.md. COMPARE_FLAGS passes flags.
 COMPARE_FLAGS ?=
