@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
 func init() {
@@ -97,24 +97,14 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 }
 
 func (o Options) client(poolSize int) *redis.Options {
-	return &redis.Options{
-		Addr:      o.Addr,
-		Username:  o.Username,
-		Password:  o.Password,
-		DB:        o.DB,
-		TLSConfig: o.TLS,
-		// Nothing is sent twice behind the caller's back: a resent LPUSH
-		// would enqueue a message twice, a resent take would hide
-		// messages in the unacked hash until the visibility timeout.
-		MaxRetries:               -1,
-		DialTimeout:              o.DialTimeout,
-		DialerRetries:            1,
-		ReadTimeout:              o.ReadTimeout,
-		WriteTimeout:             o.ReadTimeout,
-		ContextTimeoutEnabled:    true,
-		PoolSize:                 poolSize,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-	}
+	// Nothing is sent twice behind the caller's back: a resent LPUSH
+	// would enqueue a message twice, a resent take would hide messages
+	// in the unacked hash until the visibility timeout.
+	return redisconn.Client(o.endpoint(), o.DialTimeout, o.ReadTimeout, poolSize)
+}
+
+func (o Options) endpoint() redisconn.Endpoint {
+	return redisconn.Endpoint{Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB, TLS: o.TLS}
 }
 
 func (b *Broker) probe(ctx context.Context) error {

@@ -8,10 +8,10 @@ import (
 	"net"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
 // Schemes of the URLs this package opens: kombu+redis:// over TCP and
@@ -176,36 +176,8 @@ func ParseURL(u *url.URL) (Options, error) {
 	var o Options
 	var p []error
 	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
-	switch u.Scheme {
-	case Scheme:
-	case SchemeTLS:
-		o.TLS = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
-	default:
-		add("scheme %q is not %s or %s", u.Scheme, Scheme, SchemeTLS)
-	}
-	if u.Opaque != "" {
-		add("want %s://host:port", u.Scheme)
-	}
-	if h := u.Hostname(); h != "" {
-		port := u.Port()
-		if port == "" {
-			port = "6379"
-		}
-		o.Addr = net.JoinHostPort(h, port)
-	} else if u.Port() != "" {
-		o.Addr = net.JoinHostPort("localhost", u.Port())
-	}
-	if u.User != nil {
-		o.Username = u.User.Username()
-		o.Password, _ = u.User.Password()
-	}
-	if db := strings.TrimPrefix(u.Path, "/"); db != "" {
-		n, err := strconv.Atoi(db)
-		if err != nil || n < 0 {
-			add("path %q: want /<database number>", u.Path)
-		}
-		o.DB = n
-	}
+	e := redisconn.Parse(u, Scheme, SchemeTLS, add)
+	o.Addr, o.Username, o.Password, o.DB, o.TLS = e.Addr, e.Username, e.Password, e.DB, e.TLS
 	duration := func(k, v string) time.Duration {
 		if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 && f < 1e9 {
 			return time.Duration(f * float64(time.Second))

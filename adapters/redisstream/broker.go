@@ -13,9 +13,9 @@ import (
 	"sync"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
 func init() {
@@ -78,27 +78,14 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 
 // client returns the go-redis options of one client.
 func (o Options) client(poolSize int) *redis.Options {
-	return &redis.Options{
-		Addr:      o.Addr,
-		Username:  o.Username,
-		Password:  o.Password,
-		DB:        o.DB,
-		TLSConfig: o.TLS,
-		// No command is sent twice behind the caller's back: a resent
-		// pipeline would duplicate the XADDs that had succeeded, and a
-		// dial never outlasts DialTimeout. Callers, and the subscription
-		// loop, retry what failed.
-		MaxRetries:            -1,
-		DialTimeout:           o.DialTimeout,
-		DialerRetries:         1,
-		ReadTimeout:           o.ReadTimeout,
-		WriteTimeout:          o.ReadTimeout,
-		ContextTimeoutEnabled: true,
-		PoolSize:              poolSize,
-		// Maintenance notifications are for Redis Enterprise/Cloud
-		// endpoints; turned off so that a client starts no workers.
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-	}
+	// No command is sent twice behind the caller's back: a resent
+	// pipeline would duplicate the XADDs that had succeeded. Callers, and
+	// the subscription loop, retry what failed.
+	return redisconn.Client(o.endpoint(), o.DialTimeout, o.ReadTimeout, poolSize)
+}
+
+func (o Options) endpoint() redisconn.Endpoint {
+	return redisconn.Endpoint{Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB, TLS: o.TLS}
 }
 
 // probe checks that the server answers and accepts the credentials, and

@@ -1,0 +1,88 @@
+// Package redisconn holds what the Redis-based adapters (redisstream and
+// kombu) share: reading the server's address, credentials and database
+// from a redis:// style URL, and the go-redis client options.
+package redisconn
+
+import (
+	"crypto/tls"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// Endpoint is a Redis server and how to log in to it.
+type Endpoint struct {
+	Addr     string
+	Username string
+	Password string
+	DB       int
+	TLS      *tls.Config
+}
+
+// Parse reads u's scheme (scheme, or schemeTLS for TLS with verification
+// against the system's roots), host and port (default port 6379), user
+// info and database number (the path). Each problem goes to add, which
+// must not quote the password.
+func Parse(u *url.URL, scheme, schemeTLS string, add func(format string, args ...any)) Endpoint {
+	var e Endpoint
+	switch u.Scheme {
+	case scheme:
+	case schemeTLS:
+		e.TLS = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+	default:
+		add("scheme %q is not %s or %s", u.Scheme, scheme, schemeTLS)
+	}
+	if u.Opaque != "" {
+		add("want %s://host:port", u.Scheme)
+	}
+	if h := u.Hostname(); h != "" {
+		port := u.Port()
+		if port == "" {
+			port = "6379"
+		}
+		e.Addr = net.JoinHostPort(h, port)
+	} else if u.Port() != "" {
+		e.Addr = net.JoinHostPort("localhost", u.Port())
+	}
+	if u.User != nil {
+		e.Username = u.User.Username()
+		e.Password, _ = u.User.Password()
+	}
+	if db := strings.TrimPrefix(u.Path, "/"); db != "" {
+		n, err := strconv.Atoi(db)
+		if err != nil || n < 0 {
+			add("path %q: want /<database number>", u.Path)
+		}
+		e.DB = n
+	}
+	return e
+}
+
+// Client returns the go-redis options of one client of e: no command is
+// sent twice behind the caller's back (MaxRetries -1: a resent write
+// could apply twice), a dial is tried once within dial, reads and writes
+// are bounded by rw and by the caller's context, and no maintenance
+// notification workers start (they are for Redis Enterprise and Cloud
+// endpoints).
+func Client(e Endpoint, dial, rw time.Duration, poolSize int) *redis.Options {
+	return &redis.Options{
+		Addr:                     e.Addr,
+		Username:                 e.Username,
+		Password:                 e.Password,
+		DB:                       e.DB,
+		TLSConfig:                e.TLS,
+		MaxRetries:               -1,
+		DialTimeout:              dial,
+		DialerRetries:            1,
+		ReadTimeout:              rw,
+		WriteTimeout:             rw,
+		ContextTimeoutEnabled:    true,
+		PoolSize:                 poolSize,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	}
+}

@@ -1,0 +1,56 @@
+package redisconn
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+func parse(t *testing.T, raw string) (Endpoint, []string) {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var probs []string
+	e := Parse(u, "redis", "rediss", func(f string, a ...any) { probs = append(probs, fmt.Sprintf(f, a...)) })
+	return e, probs
+}
+
+func TestParse(t *testing.T) {
+	e, probs := parse(t, "rediss://app:s3cret@cache.example:6390/2")
+	if len(probs) > 0 || e.Addr != "cache.example:6390" || e.Username != "app" || e.Password != "s3cret" || e.DB != 2 {
+		t.Fatalf("got %+v, %v", e, probs)
+	}
+	if e.TLS == nil || e.TLS.ServerName != "cache.example" {
+		t.Fatalf("TLS = %+v, want verification of cache.example", e.TLS)
+	}
+	e, probs = parse(t, "redis://127.0.0.1")
+	if len(probs) > 0 || e.Addr != "127.0.0.1:6379" || e.TLS != nil || e.DB != 0 {
+		t.Fatalf("defaults: got %+v, %v", e, probs)
+	}
+	e, probs = parse(t, "redis://:7000")
+	if len(probs) > 0 || e.Addr != "localhost:7000" {
+		t.Fatalf("port only: got %+v, %v", e, probs)
+	}
+}
+
+func TestParseReportsEveryProblem(t *testing.T) {
+	_, probs := parse(t, "http://u:s3cret@h/x")
+	if len(probs) != 2 {
+		t.Fatalf("got %d problems, want 2 (scheme, path): %v", len(probs), probs)
+	}
+	if all := strings.Join(probs, "; "); strings.Contains(all, "s3cret") {
+		t.Fatalf("the password shows: %s", all)
+	}
+}
+
+func TestClientNeverResends(t *testing.T) {
+	o := Client(Endpoint{Addr: "h:1", DB: 3}, 2*time.Second, 3*time.Second, 7)
+	if o.MaxRetries != -1 || o.DialerRetries != 1 || o.DialTimeout != 2*time.Second ||
+		o.ReadTimeout != 3*time.Second || o.WriteTimeout != 3*time.Second || o.PoolSize != 7 || o.DB != 3 || !o.ContextTimeoutEnabled {
+		t.Fatalf("got %+v", o)
+	}
+}
