@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"strconv"
 	"time"
@@ -116,16 +115,7 @@ func (o Options) withDefaults() Options {
 func (o Options) Validate() error {
 	var p []error
 	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
-	if o.Addr != "" {
-		if _, port, err := net.SplitHostPort(o.Addr); err != nil {
-			add("Addr %q: want host:port", o.Addr)
-		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			add("Addr %q: port must be 1-65535", o.Addr)
-		}
-	}
-	if o.DB < 0 {
-		add("DB %d is negative", o.DB)
-	}
+	redisconn.CheckAddr(o.Addr, o.DB, add)
 	if o.VisibilityTimeout != 0 && (o.VisibilityTimeout < 100*time.Millisecond || o.VisibilityTimeout > 30*24*time.Hour) {
 		add("VisibilityTimeout %v: want 100ms to 30 days", o.VisibilityTimeout)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -106,16 +105,7 @@ func (o Options) withDefaults() Options {
 func (o Options) Validate() error {
 	var p []error
 	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
-	if o.Addr != "" {
-		if _, port, err := net.SplitHostPort(o.Addr); err != nil {
-			add("Addr %q: want host:port", o.Addr)
-		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			add("Addr %q: port must be 1-65535", o.Addr)
-		}
-	}
-	if o.DB < 0 {
-		add("DB %d is negative", o.DB)
-	}
+	redisconn.CheckAddr(o.Addr, o.DB, add)
 	if o.DialTimeout < 0 {
 		add("DialTimeout %v is negative", o.DialTimeout)
 	}

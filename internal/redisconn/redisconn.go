@@ -63,6 +63,22 @@ func Parse(u *url.URL, scheme, schemeTLS string, add func(format string, args ..
 	return e
 }
 
+// CheckAddr reports, through add, an Addr that is not host:port with a
+// port of 1-65535 (an empty Addr is left to the default) and a negative
+// DB, naming them as the adapters' Options fields.
+func CheckAddr(addr string, db int, add func(format string, args ...any)) {
+	if addr != "" {
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			add("Addr %q: want host:port", addr)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			add("Addr %q: port must be 1-65535", addr)
+		}
+	}
+	if db < 0 {
+		add("DB %d is negative", db)
+	}
+}
+
 // Client returns the go-redis options of one client of e: no command is
 // sent twice behind the caller's back (MaxRetries -1: a resent write
 // could apply twice), a dial is tried once within dial, reads and writes
