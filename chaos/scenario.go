@@ -465,19 +465,13 @@ func ConsumerKill(ctx context.Context, e *Env) (Result, error) {
 		return l.Result(), err
 	}
 	doneByA, inFlight := a.Done(), a.InFlight()
-	b, err := startChild(e.ChildArgs, spec, "B", l)
+	b, berr, err := takeOver(ctx, e, spec, l, pubErr)
+	if b != nil {
+		defer b.Stop()
+	}
 	if err != nil {
 		return l.Result(), err
 	}
-	defer b.Stop()
-	if err := <-pubErr; err != nil {
-		return l.Result(), err
-	}
-	if err := l.WaitSettled(ctx, e.Messages); err != nil {
-		return l.Result(), fmt.Errorf("%w\n%s", err, b.Stderr())
-	}
-	time.Sleep(settle)
-	_, _, berr := b.Graceful(30 * time.Second)
 	r := l.Result()
 	r.Note = fmt.Sprintf("A finished %d and had %d in flight when SIGKILLed; B finished %d", doneByA, inFlight, b.Done())
 	errs := []error{check(l, "", ""), berr}
@@ -485,6 +479,26 @@ func ConsumerKill(ctx context.Context, e *Env) (Result, error) {
 		errs = append(errs, errors.New("consumer process A had no message in flight when it was killed"))
 	}
 	return r, errors.Join(errs...)
+}
+
+// takeOver starts consumer process B on spec once A is gone, waits for
+// the publishers to finish and for every message to settle, then shuts B
+// down gracefully. It returns B (the caller stops it) once started, the
+// error of B's shutdown, and what kept the scenario from getting there.
+func takeOver(ctx context.Context, e *Env, spec ChildSpec, l *Ledger, pubErr <-chan error) (*Child, error, error) {
+	b, err := startChild(e.ChildArgs, spec, "B", l)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := <-pubErr; err != nil {
+		return b, nil, err
+	}
+	if err := l.WaitSettled(ctx, e.Messages); err != nil {
+		return b, nil, fmt.Errorf("%w\n%s", err, b.Stderr())
+	}
+	time.Sleep(settle)
+	_, _, berr := b.Graceful(30 * time.Second)
+	return b, berr, nil
 }
 
 // ConsumerTerm: consumer process A works on the messages (25-50ms each, 4
@@ -523,19 +537,13 @@ func ConsumerTerm(ctx context.Context, e *Env) (Result, error) {
 	if aerr != nil {
 		return l.Result(), aerr
 	}
-	b, err := startChild(e.ChildArgs, spec, "B", l)
+	b, berr, err := takeOver(ctx, e, spec, l, pubErr)
+	if b != nil {
+		defer b.Stop()
+	}
 	if err != nil {
 		return l.Result(), err
 	}
-	defer b.Stop()
-	if err := <-pubErr; err != nil {
-		return l.Result(), err
-	}
-	if err := l.WaitSettled(ctx, e.Messages); err != nil {
-		return l.Result(), fmt.Errorf("%w\n%s", err, b.Stderr())
-	}
-	time.Sleep(settle)
-	_, _, berr := b.Graceful(30 * time.Second)
 	r := l.Result()
 	r.Note = fmt.Sprintf("A had %d handlers running at SIGTERM, finished %d (%d after the signal) and exited 0; B finished %d",
 		running, a.Done(), finishing, b.Done())
