@@ -345,6 +345,13 @@ type subscription struct {
 // returns an error matching bus.ErrClosed when the subscription or the
 // Broker is closed, or when the watermill subscriber closed its channel.
 func (s *subscription) Receive(ctx context.Context) (bus.Delivery, error) {
+	// A closed subscription answers the same way every time, whichever of
+	// the ready cases below select would pick.
+	select {
+	case <-s.done:
+		return nil, bus.ErrClosed
+	default:
+	}
 	select {
 	case s.slots <- struct{}{}:
 	case <-s.done:
@@ -357,6 +364,11 @@ func (s *subscription) Receive(ctx context.Context) (bus.Delivery, error) {
 	case m, ok := <-s.ch:
 		if !ok {
 			<-s.slots
+			select {
+			case <-s.done: // our own Close closed the watermill subscriber
+				return nil, bus.ErrClosed
+			default:
+			}
 			return nil, fmt.Errorf("%w: the watermill subscriber closed its channel for %q", bus.ErrClosed, s.topic)
 		}
 		wm = m

@@ -2,6 +2,7 @@ package clients_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -69,14 +70,14 @@ func roundTrip(t *testing.T, open func(context.Context, string) (bus.Broker, err
 		if err := d.Ack(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := d.Ack(ctx); err != bus.ErrAlreadyAcked {
+		if err := d.Ack(ctx); !errors.Is(err, bus.ErrAlreadyAcked) {
 			t.Fatalf("second Ack: %v, want ErrAlreadyAcked", err)
 		}
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Receive(ctx); err != bus.ErrClosed {
+	if _, err := s.Receive(ctx); !errors.Is(err, bus.ErrClosed) {
 		t.Fatalf("Receive after Close: %v, want ErrClosed", err)
 	}
 }
