@@ -111,7 +111,7 @@ chromium:
 ## CHAOS_MESSAGES per scenario on CHAOS_BROKERS; prints the table and writes
 ## it to chaos/results/<time>.md. `make test` runs the same tests, smaller.
 CHAOS_MESSAGES ?= 2000
-CHAOS_BROKERS  ?= redis,rabbitmq,kafka
+CHAOS_BROKERS  ?= redis,rabbitmq,kafka,rocketmq
 comma := ,
 .PHONY: chaos
 chaos:

@@ -6,4 +6,5 @@ import (
 	_ "github.com/omnibus-mq/omnibus/adapters/kafka"
 	_ "github.com/omnibus-mq/omnibus/adapters/rabbitmq"
 	_ "github.com/omnibus-mq/omnibus/adapters/redisstream"
+	_ "github.com/omnibus-mq/omnibus/adapters/rocketmq"
 )

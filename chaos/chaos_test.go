@@ -19,7 +19,7 @@ import (
 const (
 	// messagesEnv: messages per scenario (default defaultMessages).
 	messagesEnv = "OMNIBUS_CHAOS_MESSAGES"
-	// brokersEnv: comma-separated brokers to run (default all three).
+	// brokersEnv: comma-separated brokers to run (default all four).
 	brokersEnv = "OMNIBUS_CHAOS_BROKERS"
 	// resultsEnv: a directory to write the Markdown table into.
 	resultsEnv = "OMNIBUS_CHAOS_RESULTS"
@@ -50,7 +50,7 @@ func messages(t *testing.T) int {
 }
 
 func brokers(t *testing.T) []string {
-	all := []string{"redis", "rabbitmq", "kafka"}
+	all := []string{"redis", "rabbitmq", "kafka", "rocketmq"}
 	v := os.Getenv(brokersEnv)
 	if v == "" {
 		return all
@@ -59,7 +59,7 @@ func brokers(t *testing.T) []string {
 	for _, b := range strings.Split(v, ",") {
 		b = strings.TrimSpace(b)
 		switch b {
-		case "redis", "rabbitmq", "kafka":
+		case "redis", "rabbitmq", "kafka", "rocketmq":
 			bs = append(bs, b)
 		case "":
 		default:
@@ -79,6 +79,27 @@ func unavailable(t *testing.T, err error) {
 	t.Skipf("chaos: %v", err)
 }
 
+// repo is the repository's root directory.
+func repo(t *testing.T) string {
+	dir, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// stateDir is where scripts/brokers installed the brokers' jars.
+func stateDir(t *testing.T) string {
+	if dir := os.Getenv("OMNIBUS_BROKERS_DIR"); dir != "" {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return abs
+	}
+	return filepath.Join(repo(t), ".brokers")
+}
+
 func newInstance(t *testing.T, name string) chaos.Instance {
 	dir, err := os.MkdirTemp("", "omnibus-chaos-"+name+"-")
 	if err != nil {
@@ -91,18 +112,16 @@ func newInstance(t *testing.T, name string) chaos.Instance {
 	case "rabbitmq":
 		inst, err = chaos.NewRabbitMQ(dir)
 	case "kafka":
-		state := os.Getenv("OMNIBUS_BROKERS_DIR")
-		if state == "" {
-			repo, aerr := filepath.Abs("..")
-			if aerr != nil {
-				t.Fatal(aerr)
-			}
-			state = filepath.Join(repo, ".brokers")
-		}
 		var lib string
-		lib, err = chaos.KafkaLib(state, os.Getenv("OMNIBUS_KAFKA_VERSION"))
+		lib, err = chaos.KafkaLib(stateDir(t), os.Getenv("OMNIBUS_KAFKA_VERSION"))
 		if err == nil {
 			inst, err = chaos.NewKafka(dir, lib)
+		}
+	case "rocketmq":
+		var version string
+		version, err = chaos.RocketMQVersion(stateDir(t), os.Getenv("OMNIBUS_ROCKETMQ_VERSION"))
+		if err == nil {
+			inst, err = chaos.NewRocketMQ(dir, filepath.Join(repo(t), "scripts", "brokers"), stateDir(t), version)
 		}
 	}
 	if err != nil {

@@ -103,6 +103,20 @@ func (l *Ledger) ProcessedCount() int {
 	return len(l.processed)
 }
 
+// Unprocessed is how many confirmed messages no handler has finished yet:
+// those that sit in the broker (or in a consumer's hands).
+func (l *Ledger) Unprocessed() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for id := range l.confirmed {
+		if l.processed[id] == 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // PublishErrors is how many Publish calls failed.
 func (l *Ledger) PublishErrors() int {
 	l.mu.Lock()

@@ -16,7 +16,7 @@ import (
 
 // Instance is a broker process the chaos harness owns.
 type Instance interface {
-	// Name is the broker's name: redis, rabbitmq or kafka.
+	// Name is the broker's name: redis, rabbitmq, kafka or rocketmq.
 	Name() string
 	// URL opens the instance with bus.Open; its query sets the timeouts
 	// the scenarios rely on (visibility timeout, session timeout...).

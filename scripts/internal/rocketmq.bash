@@ -26,14 +26,31 @@
 # times, which the adapter's delayed redelivery uses), commit log files of
 # 128 MiB instead of 1 GiB; long polling stays on (the default).
 #
-# Read from the environment: OMNIBUS_ROCKETMQ_VERSION (5.5.0).
+# Read from the environment: OMNIBUS_ROCKETMQ_VERSION (5.5.0), and for a
+# second instance beside the first (the chaos tests run one of their own):
+#   OMNIBUS_ROCKETMQ_NAMESRV_PORT  9876
+#   OMNIBUS_ROCKETMQ_BROKER_PORT   10911 (the broker also listens on this
+#                                  port - 2 and + 1)
+#   OMNIBUS_ROCKETMQ_DIR           <state>/rocketmq: configuration, data,
+#                                  logs and pid files; the jars stay in
+#                                  <state>/rocketmq/<version> either way
+#   OMNIBUS_ROCKETMQ_JAVA_OPTS     further JVM options of both processes
+#                                  (split at spaces), e.g.
+#                                  -Drocketmq.broker.rebalance.lockMaxLiveTime=6000
+#
+# `scripts/brokers run rocketmq namesrv|broker` writes the configuration
+# and runs one of the two JVMs in the foreground (bash execs java, so the
+# JVM keeps the pid), for a harness that owns the process: it starts,
+# SIGKILLs and restarts it itself.
 
 rocketmq_version=${OMNIBUS_ROCKETMQ_VERSION:-5.5.0}
-rocketmq_state=$state/rocketmq
-rocketmq_dist=$rocketmq_state/$rocketmq_version
-rocketmq_namesrv_port=9876
-rocketmq_broker_port=10911
+rocketmq_dist=$state/rocketmq/$rocketmq_version
+rocketmq_state=${OMNIBUS_ROCKETMQ_DIR:-$state/rocketmq}
+rocketmq_namesrv_port=${OMNIBUS_ROCKETMQ_NAMESRV_PORT:-9876}
+rocketmq_broker_port=${OMNIBUS_ROCKETMQ_BROKER_PORT:-10911}
 rocketmq_broker_addr=127.0.0.1:$rocketmq_broker_port
+# shellcheck disable=SC2206 # split at spaces, as documented
+rocketmq_java_opts=(${OMNIBUS_ROCKETMQ_JAVA_OPTS:-})
 
 # rocketmq_cluster_info: ask the name server for the cluster table
 # (remoting request GET_BROKER_CLUSTER_INFO, code 106, JSON header) and
@@ -151,23 +168,35 @@ fileReservedTime=48
 EOF
 }
 
-# rocketmq_start NAME PIDFILE LOG MAIN ARGS...: start a JVM in its own
-# session; the pid file holds the JVM's pid because bash execs java.
+# rocketmq_java ROLE: the JVM command line of the name server or the
+# broker (ROLE namesrv or broker), in the array rocketmq_cmd.
+rocketmq_java() {
+	local main
+	case $1 in
+	namesrv) main=org.apache.rocketmq.namesrv.NamesrvStartup ;;
+	broker) main=org.apache.rocketmq.broker.BrokerStartup ;;
+	*) die "rocketmq: no such process: $1 (want namesrv or broker)" ;;
+	esac
+	rocketmq_cmd=(java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
+		--add-opens=java.base/java.nio=ALL-UNNAMED
+		--add-opens=java.base/sun.nio.ch=ALL-UNNAMED
+		--add-exports=java.base/jdk.internal.ref=ALL-UNNAMED
+		-Drocketmq.home.dir="$rocketmq_state/home"
+		-Duser.home="$rocketmq_state/home"
+		"${rocketmq_java_opts[@]}"
+		-cp "$rocketmq_dist/lib/*" "$main" -c "$rocketmq_state/$1.properties")
+}
+
+# rocketmq_start ROLE: start the name server or the broker in its own
+# session; its pid file holds the JVM's pid because bash execs java.
 rocketmq_start() {
-	local name=$1 pidfile=$2 log=$3
-	shift 3
+	local pidfile=$rocketmq_state/$1.pid log=$rocketmq_state/$1.log
+	rocketmq_java "$1"
 	rotate "$log"
 	rm -f "$pidfile"
 	# shellcheck disable=SC2016 # expands in the inner shell
-	setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' "rocketmq-$name" "$pidfile" \
-		java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
-		--add-opens=java.base/java.nio=ALL-UNNAMED \
-		--add-opens=java.base/sun.nio.ch=ALL-UNNAMED \
-		--add-exports=java.base/jdk.internal.ref=ALL-UNNAMED \
-		-Drocketmq.home.dir="$rocketmq_state/home" \
-		-Duser.home="$rocketmq_state/home" \
-		-cp "$rocketmq_dist/lib/*" "$@" \
-		</dev/null >>"$log" 2>&1 9>&- &
+	setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' "rocketmq-$1" "$pidfile" \
+		"${rocketmq_cmd[@]}" </dev/null >>"$log" 2>&1 9>&- &
 	local i
 	for ((i = 0; i < 100; i++)); do
 		[[ -s $pidfile ]] && break
@@ -207,8 +236,7 @@ up_rocketmq() {
 	end=$(deadline "$timeout_s")
 	if [[ -z $npid ]]; then
 		note "rocketmq: starting the name server $rocketmq_version (127.0.0.1:$rocketmq_namesrv_port)"
-		rocketmq_start namesrv "$rocketmq_state/namesrv.pid" "$rocketmq_state/namesrv.log" \
-			org.apache.rocketmq.namesrv.NamesrvStartup -c "$rocketmq_state/namesrv.properties"
+		rocketmq_start namesrv
 	fi
 	until rocketmq_namesrv_answers; do
 		rocketmq_namesrv_pid >/dev/null || fail rocketmq "the name server exited while starting" "$rocketmq_state/namesrv.log"
@@ -217,8 +245,7 @@ up_rocketmq() {
 	done
 	if [[ -z $bpid ]]; then
 		note "rocketmq: starting the broker $rocketmq_version ($rocketmq_broker_addr, flushDiskType=SYNC_FLUSH, data in $rocketmq_state/store)"
-		rocketmq_start broker "$rocketmq_state/broker.pid" "$rocketmq_state/broker.log" \
-			org.apache.rocketmq.broker.BrokerStartup -c "$rocketmq_state/broker.properties"
+		rocketmq_start broker
 	fi
 	local broker_logs=("$rocketmq_state/broker.log" "$rocketmq_state/home/logs/rocketmqlogs/broker.log")
 	until rocketmq_answers && port_open "$rocketmq_broker_port"; do
@@ -228,6 +255,20 @@ up_rocketmq() {
 	done
 	note "rocketmq: ready in $(since "$t0") s (the name server lists the broker at $rocketmq_broker_addr)"
 	record rocketmq start "$(since "$t0") s"
+}
+
+# run_rocketmq ROLE: write the configuration and run the name server or
+# the broker (ROLE namesrv or broker) in the foreground, logging to
+# stdout. The jars must be installed already (scripts/brokers up
+# rocketmq); nothing is installed here.
+run_rocketmq() {
+	[[ -f $rocketmq_dist/lib/.complete ]] ||
+		die "rocketmq: no jars in $rocketmq_dist/lib (scripts/brokers up rocketmq installs them)"
+	command -v java >/dev/null || die "rocketmq: java not installed (scripts/brokers up rocketmq installs it)"
+	rocketmq_java "$1"
+	mkdir -p "$rocketmq_state"
+	rocketmq_configure
+	exec "${rocketmq_cmd[@]}" </dev/null 9>&-
 }
 
 down_rocketmq() {
