@@ -14,6 +14,7 @@ import (
 	"time"
 
 	kgo "github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/omnibus-mq/omnibus/adapters/kafka"
 	"github.com/omnibus-mq/omnibus/bus"
@@ -426,7 +427,7 @@ func TestPartialFailure(t *testing.T) {
 	if !errors.As(err, &pe) || len(pe.Unconfirmed) != 1 || pe.Unconfirmed[0] != 1 {
 		t.Fatalf("Publish = %v, want a PublishError with message 1 unconfirmed", err)
 	}
-	if !errors.Is(err, kgo.MessageSizeTooLarge) {
+	if !errors.Is(err, kerr.MessageTooLarge) {
 		t.Errorf("PublishError wraps %v, want the broker's MessageSizeTooLarge", pe.Err)
 	}
 	d := receive(t, sub, 10*time.Second)

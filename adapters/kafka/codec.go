@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	kgo "github.com/segmentio/kafka-go"
+	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
 )
@@ -35,8 +36,8 @@ const maxErrorHeader = 1 << 10
 // a record for a retry topic. Record timestamps are the write time, so
 // that retention counts from when a record was written, not from when its
 // message was first published.
-func encode(topic string, m *bus.Message, attempt int, due time.Time) kgo.Message {
-	h := make([]kgo.Header, 0, len(m.Headers)+4)
+func encode(topic string, m *bus.Message, attempt int, due time.Time) *franz.Record {
+	h := make([]franz.RecordHeader, 0, len(m.Headers)+4)
 	for k, v := range m.Headers {
 		switch k {
 		case HeaderID, HeaderPublishedAt, HeaderAttempt, HeaderDue:
@@ -50,17 +51,17 @@ func encode(topic string, m *bus.Message, attempt int, due time.Time) kgo.Messag
 				v = v[:cut] + "..."
 			}
 		}
-		h = append(h, kgo.Header{Key: k, Value: []byte(v)})
+		h = append(h, franz.RecordHeader{Key: k, Value: []byte(v)})
 	}
 	h = append(h,
-		kgo.Header{Key: HeaderID, Value: []byte(m.ID)},
-		kgo.Header{Key: HeaderPublishedAt, Value: strconv.AppendInt(nil, m.PublishedAt.UnixNano(), 10)})
+		franz.RecordHeader{Key: HeaderID, Value: []byte(m.ID)},
+		franz.RecordHeader{Key: HeaderPublishedAt, Value: strconv.AppendInt(nil, m.PublishedAt.UnixNano(), 10)})
 	if attempt > 0 {
 		h = append(h,
-			kgo.Header{Key: HeaderAttempt, Value: strconv.AppendInt(nil, int64(attempt), 10)},
-			kgo.Header{Key: HeaderDue, Value: strconv.AppendInt(nil, due.UnixMilli(), 10)})
+			franz.RecordHeader{Key: HeaderAttempt, Value: strconv.AppendInt(nil, int64(attempt), 10)},
+			franz.RecordHeader{Key: HeaderDue, Value: strconv.AppendInt(nil, due.UnixMilli(), 10)})
 	}
-	r := kgo.Message{Topic: topic, Value: m.Body, Headers: h, Time: time.Now()}
+	r := &franz.Record{Topic: topic, Value: m.Body, Headers: h, Timestamp: time.Now()}
 	if m.Key != "" {
 		r.Key = []byte(m.Key)
 	}

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,10 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
+	franz "github.com/twmb/franz-go/pkg/kgo"
+	fsasl "github.com/twmb/franz-go/pkg/sasl"
+	fplain "github.com/twmb/franz-go/pkg/sasl/plain"
+	fscram "github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/omnibus-mq/omnibus/bus"
 )
@@ -74,6 +79,20 @@ func (s SASL) mechanism() (sasl.Mechanism, error) {
 		s.Mechanism, MechanismPlain, MechanismSCRAMSHA256, MechanismSCRAMSHA512)
 }
 
+// producerMechanism is the producer's SASL mechanism: nil without SASL.
+// Validate has checked the mechanism's name.
+func (s SASL) producerMechanism() fsasl.Mechanism {
+	switch strings.ToUpper(s.Mechanism) {
+	case MechanismPlain:
+		return fplain.Auth{User: s.Username, Pass: s.Password}.AsMechanism()
+	case MechanismSCRAMSHA256:
+		return fscram.Auth{User: s.Username, Pass: s.Password}.AsSha256Mechanism()
+	case MechanismSCRAMSHA512:
+		return fscram.Auth{User: s.Username, Pass: s.Password}.AsSha512Mechanism()
+	}
+	return nil
+}
+
 // Options configure a Client. Only Brokers is required; every other field
 // has the default its comment states.
 type Options struct {
@@ -107,16 +126,22 @@ type Options struct {
 	// max.message.bytes) when those are raised. Default
 	// DefaultMaxMessageSize.
 	MaxMessageSize int
-	// BatchTimeout is how long a partially filled batch waits for more
-	// messages before it is sent; every Publish waits about this long
-	// before its request leaves. Default 1ms.
+	// BatchTimeout is how long a partition's batch waits for more records
+	// before it is sent (franz-go's linger); a Publish waits up to this
+	// long before its request leaves, unless the batch fills first.
+	// Default 1ms.
 	BatchTimeout time.Duration
-	// BatchSize is the most messages in one partition's batch. Default 1000.
+	// BatchSize is accepted for compatibility and has no effect: batches
+	// are bounded in bytes, by the broker's limit that MaxMessageSize
+	// implies, not in messages.
 	BatchSize int
 	// Compression of produced batches: "none", "gzip", "snappy", "lz4" or
 	// "zstd". Default "none".
 	Compression string
-	// WriteTimeout bounds each produce request. Default 10s.
+	// WriteTimeout bounds each produce request and admin request. The
+	// producer gives up on a record not acknowledged within three times
+	// WriteTimeout, retries included (unless a request carrying it is in
+	// flight, whose answer it waits for). Default 10s.
 	WriteTimeout time.Duration
 
 	// SessionTimeout is how long the group coordinator waits for a
@@ -164,7 +189,8 @@ type Options struct {
 	// ID. Default DefaultGroupID.
 	GroupID func(topic, group string) string
 	// Logger receives failures this package recovers from, and kafka-go's
-	// own error log at debug level. Default slog.Default().
+	// error log and franz-go's warnings and errors at debug level.
+	// Default slog.Default().
 	Logger *slog.Logger
 }
 
@@ -258,9 +284,6 @@ func (o Options) withDefaults() Options {
 		o.MaxMessageSize = DefaultMaxMessageSize
 	}
 	def(&o.BatchTimeout, time.Millisecond)
-	if o.BatchSize == 0 {
-		o.BatchSize = 1000
-	}
 	def(&o.WriteTimeout, 10*time.Second)
 	def(&o.SessionTimeout, 10*time.Second)
 	def(&o.HeartbeatInterval, time.Second)
@@ -282,23 +305,40 @@ func (o Options) withDefaults() Options {
 }
 
 // batchBytes is the produce batch limit: the broker's limit implied by
-// MaxMessageSize, less a margin because kafka-go estimates record sizes.
-func (o Options) batchBytes() int64 { return int64(o.MaxMessageSize + headroom - 1<<10) }
+// MaxMessageSize, less a margin.
+func (o Options) batchBytes() int32 { return int32(min(o.MaxMessageSize+headroom-1<<10, 1<<30)) }
 
-func compression(name string) (kgo.Compression, error) {
+// compression is the producer's codec. franz-go compresses with snappy
+// unless told otherwise, so "none" is explicit.
+func compression(name string) (franz.CompressionCodec, error) {
 	switch strings.ToLower(name) {
 	case "", "none":
-		return 0, nil
+		return franz.NoCompression(), nil
 	case "gzip":
-		return kgo.Gzip, nil
+		return franz.GzipCompression(), nil
 	case "snappy":
-		return kgo.Snappy, nil
+		return franz.SnappyCompression(), nil
 	case "lz4":
-		return kgo.Lz4, nil
+		return franz.Lz4Compression(), nil
 	case "zstd":
-		return kgo.Zstd, nil
+		return franz.ZstdCompression(), nil
 	}
-	return 0, fmt.Errorf("compression %q is not one of none, gzip, snappy, lz4, zstd", name)
+	return franz.NoCompression(), fmt.Errorf("compression %q is not one of none, gzip, snappy, lz4, zstd", name)
+}
+
+// producerLogger passes franz-go's warnings and errors to slog at debug
+// level: the producer reports there what it retries by itself.
+type producerLogger struct{ l *slog.Logger }
+
+func (p producerLogger) Level() franz.LogLevel {
+	if p.l.Enabled(context.Background(), slog.LevelDebug) {
+		return franz.LogLevelWarn
+	}
+	return franz.LogLevelNone
+}
+
+func (p producerLogger) Log(level franz.LogLevel, msg string, keyvals ...any) {
+	p.l.Debug("franz-go: "+msg, append([]any{"component", "franz-go", "level", level.String()}, keyvals...)...)
 }
 
 // errLogger passes kafka-go's error log to slog at debug level: kafka-go
