@@ -281,7 +281,7 @@ func probeKafka(ctx context.Context, u *url.URL, info *BrokerInfo) {
 		LibraryVersion: ModuleVersion("github.com/segmentio/kafka-go") + " (consumer)"}
 	q := u.Query()
 	set := map[string]string{"acks": "all (set by the adapter)", "batch_timeout": "1ms (adapter default, the producer's linger)",
-		"idempotence": "on (adapter default)"}
+		"idempotence": "on (adapter default)", "compression": "snappy (adapter default)"}
 	for _, k := range []string{"batch_timeout", "batch_size", "compression", "replication_factor", "partitions"} {
 		if q.Has(k) {
 			set[k] = q.Get(k)

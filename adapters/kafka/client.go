@@ -8,7 +8,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	kgo "github.com/segmentio/kafka-go"
@@ -314,35 +313,23 @@ func (c *Client) write(ctx context.Context, topic string, records []*franz.Recor
 	return classify(err)
 }
 
-// produced collects the outcome of one write's records. The producer calls
-// the promises one at a time; the last one closes done.
-type produced struct {
-	errs    []error
-	pending atomic.Int64
-	done    chan struct{}
-}
-
 func (c *Client) produce(ctx context.Context, topic string, records []*franz.Record) error {
-	w := &produced{errs: make([]error, len(records)), done: make(chan struct{})}
-	w.pending.Store(int64(len(records)))
-	// The records do not carry ctx: the producer fails every buffered
-	// record of a partition when the first one's context ends, and one
-	// caller's cancellation must not fail the records of others sharing
-	// the batch. Their delivery timeout bounds them instead.
-	rctx := context.WithoutCancel(ctx)
-	for i, r := range records {
-		c.prod.Produce(rctx, r, func(_ *franz.Record, err error) {
-			w.errs[i] = err
-			if w.pending.Add(-1) == 0 {
-				close(w.done)
-			}
-		})
-	}
+	// ProduceSync sends the partitions' batches as soon as the records are
+	// buffered instead of letting them linger, since its caller waits. It
+	// runs apart so that Publish can return when ctx ends: an idempotent
+	// producer does not give up a record while a request carrying it is
+	// in flight. The records do not carry ctx either: the producer fails
+	// every buffered record of a partition when the first one's context
+	// ends, and one caller's cancellation must not fail the records of
+	// others sharing its batch. Their delivery timeout bounds them instead.
+	done := make(chan franz.ProduceResults, 1)
+	go func() { done <- c.prod.ProduceSync(context.WithoutCancel(ctx), records...) }()
+	var results franz.ProduceResults
 	select {
-	case <-w.done:
+	case results = <-done:
 	case <-ctx.Done():
 		select {
-		case <-w.done:
+		case results = <-done:
 		default:
 			// Requests may be in flight: nothing is known about them.
 			all := make([]int, len(records))
@@ -352,11 +339,24 @@ func (c *Client) produce(ctx context.Context, topic string, records []*franz.Rec
 			return &bus.PublishError{Unconfirmed: all, Err: fmt.Errorf("kafka: produce to %q: %w", topic, ctx.Err())}
 		}
 	}
+	var failed map[*franz.Record]error
+	for _, r := range results {
+		if r.Err != nil {
+			if failed == nil {
+				failed = map[*franz.Record]error{}
+			}
+			failed[r.Record] = r.Err
+		}
+	}
+	if failed == nil {
+		return nil
+	}
 	var idx []int
 	var first error
 	closed := 0
-	for i, err := range w.errs {
-		if err == nil {
+	for i, r := range records {
+		err, ok := failed[r]
+		if !ok {
 			continue
 		}
 		idx = append(idx, i)
@@ -368,8 +368,6 @@ func (c *Client) produce(ctx context.Context, topic string, records []*franz.Rec
 		}
 	}
 	switch {
-	case first == nil:
-		return nil
 	case closed == len(records):
 		return bus.ErrClosed
 	case errors.Is(first, franz.ErrClientClosed):

@@ -12,19 +12,21 @@
 // Publish returns once the partition leaders have the messages from every
 // in-sync replica (acks=all). One franz-go client per Client writes every
 // record: published messages, and the retries and dead letters of Nack.
-// Records of concurrent calls share batches, one per partition; a batch
-// waits Options.BatchTimeout (1ms) for more records before it is sent,
-// not franz-go's default 10ms, and up to five produce requests per broker
-// are in flight at once. A message's Key picks its partition with
+// A Publish call's records are sent as soon as they are buffered, without
+// lingering, in one batch per partition together with whatever concurrent
+// calls have buffered for the partition; up to five produce requests per
+// broker are in flight at once. A message's Key picks its partition with
 // murmur2, as the Java client does; the keyless messages of one call
 // share one partition, chosen at random among the writable ones. The ID,
 // headers and the publish time in nanoseconds travel as record headers
 // (HeaderID, HeaderPublishedAt; a record timestamp has milliseconds
-// only). Topics are created on first use with Options.Partitions
-// partitions. Messages over Options.MaxMessageSize are refused with a
-// *bus.SizeError before anything is sent; partitions that fail are
-// reported as a *bus.PublishError, and when Publish's context ends first
-// every message of the call is reported unconfirmed.
+// only). Batches are compressed with snappy unless Options.Compression
+// says otherwise, and only when that makes them smaller. Topics are
+// created on first use with Options.Partitions partitions. Messages over
+// Options.MaxMessageSize are refused with a *bus.SizeError before anything
+// is sent; partitions that fail are reported as a *bus.PublishError, and
+// when Publish's context ends first every message of the call is reported
+// unconfirmed.
 //
 // The producer is idempotent (franz-go's default, kept): the broker drops
 // the duplicates that the producer's own retries would write, and the

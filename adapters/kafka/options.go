@@ -126,17 +126,20 @@ type Options struct {
 	// max.message.bytes) when those are raised. Default
 	// DefaultMaxMessageSize.
 	MaxMessageSize int
-	// BatchTimeout is how long a partition's batch waits for more records
-	// before it is sent (franz-go's linger); a Publish waits up to this
-	// long before its request leaves, unless the batch fills first.
-	// Default 1ms.
+	// BatchTimeout is how long a partition's batch may wait for more
+	// records before it is sent (franz-go's linger). Publish does not
+	// wait for it: once its records are buffered, their partitions' batches
+	// go. It holds back only records buffered before the producer knows
+	// their topic's partitions. Default 1ms.
 	BatchTimeout time.Duration
 	// BatchSize is accepted for compatibility and has no effect: batches
 	// are bounded in bytes, by the broker's limit that MaxMessageSize
 	// implies, not in messages.
 	BatchSize int
 	// Compression of produced batches: "none", "gzip", "snappy", "lz4" or
-	// "zstd". Default "none".
+	// "zstd". A batch that does not shrink is sent uncompressed. Every
+	// Kafka client decodes snappy; zstd needs Kafka 2.1 and consumers that
+	// know it. Default "snappy", as franz-go's.
 	Compression string
 	// WriteTimeout bounds each produce request and admin request. The
 	// producer gives up on a record not acknowledged within three times
@@ -308,16 +311,15 @@ func (o Options) withDefaults() Options {
 // MaxMessageSize, less a margin.
 func (o Options) batchBytes() int32 { return int32(min(o.MaxMessageSize+headroom-1<<10, 1<<30)) }
 
-// compression is the producer's codec. franz-go compresses with snappy
-// unless told otherwise, so "none" is explicit.
+// compression is the producer's codec for a Compression name.
 func compression(name string) (franz.CompressionCodec, error) {
 	switch strings.ToLower(name) {
-	case "", "none":
+	case "", "snappy":
+		return franz.SnappyCompression(), nil
+	case "none":
 		return franz.NoCompression(), nil
 	case "gzip":
 		return franz.GzipCompression(), nil
-	case "snappy":
-		return franz.SnappyCompression(), nil
 	case "lz4":
 		return franz.Lz4Compression(), nil
 	case "zstd":
