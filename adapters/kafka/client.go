@@ -265,10 +265,14 @@ func (c *Client) Publish(ctx context.Context, topic string, msgs ...*bus.Message
 		return err
 	}
 	records := make([]*franz.Record, len(msgs))
+	slab := make([]franz.Record, len(msgs))
 	lane := rand.Int32()
+	now := time.Now()
 	for i, m := range msgs {
-		records[i] = encode(topic, m, 0, time.Time{})
-		records[i].Partition = lane
+		r := &slab[i]
+		encodeInto(r, topic, m, 0, time.Time{}, now)
+		r.Partition = lane
+		records[i] = r
 	}
 	return c.write(ctx, topic, records)
 }
