@@ -122,10 +122,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 func (c *Client) producerOptions() []franz.Opt {
 	o := c.opts
 	codec, _ := compression(o.Compression)
-	opts := []franz.Opt{
-		franz.SeedBrokers(o.Brokers...),
-		franz.ClientID(o.ClientID),
-		franz.DialTimeout(o.DialTimeout),
+	return append(c.connOptions(),
 		franz.RequiredAcks(franz.AllISRAcks()),
 		franz.ProducerLinger(o.BatchTimeout),
 		franz.ProducerBatchMaxBytes(o.batchBytes()),
@@ -136,9 +133,43 @@ func (c *Client) producerOptions() []franz.Opt {
 		// then the idempotent producer waits for the answer, so as not to
 		// break its sequence. Publish itself returns when its context
 		// ends.
-		franz.RecordDeliveryTimeout(deliveryTimeouts * o.WriteTimeout),
-		franz.RecordPartitioner(partitioner{}),
-		franz.WithLogger(producerLogger{o.Logger}),
+		franz.RecordDeliveryTimeout(deliveryTimeouts*o.WriteTimeout),
+		franz.RecordPartitioner(partitioner{}))
+}
+
+// fetchOptions configure the franz-go client that reads one partition of
+// a subscription from start (kgo.FirstOffset: the partition's earliest
+// offset), outside any group: the subscription's kafka-go ConsumerGroup
+// assigns the partitions and the subscription commits their offsets.
+func (c *Client) fetchOptions(topic string, partition int, start int64) []franz.Opt {
+	o := c.opts
+	at := franz.NewOffset().AtStart()
+	if start >= 0 {
+		at = franz.NewOffset().At(start)
+	}
+	limit := int32(min(2*(o.MaxMessageSize+headroom), 1<<30))
+	return append(c.connOptions(),
+		franz.ConsumePartitions(map[string]map[int32]franz.Offset{topic: {int32(partition): at}}),
+		// An offset gone by retention resumes at the earliest one left.
+		franz.ConsumeResetOffset(franz.NewOffset().AtStart()),
+		franz.FetchIsolationLevel(franz.ReadCommitted()),
+		franz.FetchMaxWait(o.FetchMaxWait),
+		franz.FetchMaxBytes(limit),
+		franz.FetchMaxPartitionBytes(limit))
+}
+
+// connOptions are the franz-go options of every connection: brokers,
+// client ID, TLS and SASL.
+func (c *Client) connOptions() []franz.Opt {
+	o := c.opts
+	opts := []franz.Opt{
+		franz.SeedBrokers(o.Brokers...),
+		franz.ClientID(o.ClientID),
+		franz.DialTimeout(o.DialTimeout),
+		// A topic created a moment ago, or a partition whose leader moved,
+		// is looked up again after this pause rather than franz-go's 5s.
+		franz.MetadataMinAge(metadataMinAge),
+		franz.WithLogger(franzLogger{o.Logger}),
 	}
 	if o.TLS != nil {
 		opts = append(opts, franz.DialTLSConfig(o.TLS))
@@ -148,6 +179,10 @@ func (c *Client) producerOptions() []franz.Opt {
 	}
 	return opts
 }
+
+// metadataMinAge is the shortest pause between two metadata requests of a
+// franz-go client.
+const metadataMinAge = 250 * time.Millisecond
 
 // deliveryTimeouts is how many WriteTimeouts a record may take to be
 // acknowledged, retries included.

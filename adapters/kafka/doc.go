@@ -1,6 +1,7 @@
-// Package kafka is omnibus's Kafka backend. It produces with
-// github.com/twmb/franz-go and consumes with github.com/segmentio/kafka-go.
-// Open it by URL after importing the package,
+// Package kafka is omnibus's Kafka backend. It produces and fetches with
+// github.com/twmb/franz-go, and joins consumer groups and commits their
+// offsets with github.com/segmentio/kafka-go. Open it by URL after
+// importing the package,
 //
 //	b, err := bus.Open(ctx, "kafka://127.0.0.1:9092?partitions=6")
 //
@@ -73,7 +74,7 @@
 //
 // Receive returns an error other than bus.ErrClosed only for failures
 // that do not pass by themselves (refused credentials or permissions);
-// kafka-go retries the rest, and they are logged. Nack waits for the
+// kafka-go and franz-go retry the rest, and they are logged. Nack waits for the
 // retry or dead letter to be acknowledged like Publish does.
 //
 // # Rebalances and shutdown
@@ -87,7 +88,10 @@
 // commits acknowledgements that arrive after a rebalance in the next
 // generation, even for partitions another member owns by then (the
 // coordinator checks a commit's generation, not who owns the partition);
-// nor does a rebalance wait for records in flight. When a rebalance
+// nor does a rebalance wait for records in flight. Each partition the
+// member owns is read by a franz-go client of its own, outside any group,
+// from the group's committed offset (or the earliest offset, also when
+// the committed one is gone by retention). When a rebalance
 // takes partitions away, the member stops handing out their records,
 // waits up to Options.DrainTimeout for those in flight to be settled,
 // commits, and only then rejoins; deliveries still unsettled then are

@@ -328,18 +328,18 @@ func compression(name string) (franz.CompressionCodec, error) {
 	return franz.NoCompression(), fmt.Errorf("compression %q is not one of none, gzip, snappy, lz4, zstd", name)
 }
 
-// producerLogger passes franz-go's warnings and errors to slog at debug
-// level: the producer reports there what it retries by itself.
-type producerLogger struct{ l *slog.Logger }
+// franzLogger passes franz-go's warnings and errors to slog at debug
+// level: franz-go reports there what it retries by itself.
+type franzLogger struct{ l *slog.Logger }
 
-func (p producerLogger) Level() franz.LogLevel {
+func (p franzLogger) Level() franz.LogLevel {
 	if p.l.Enabled(context.Background(), slog.LevelDebug) {
 		return franz.LogLevelWarn
 	}
 	return franz.LogLevelNone
 }
 
-func (p producerLogger) Log(level franz.LogLevel, msg string, keyvals ...any) {
+func (p franzLogger) Log(level franz.LogLevel, msg string, keyvals ...any) {
 	p.l.Debug("franz-go: "+msg, append([]any{"component", "franz-go", "level", level.String()}, keyvals...)...)
 }
 
