@@ -276,9 +276,13 @@ func kafkaAddrs(u *url.URL) []string {
 func probeKafka(ctx context.Context, u *url.URL, info *BrokerInfo) {
 	info.Product = "Apache Kafka"
 	info.Client = Client{Adapter: "adapters/kafka", OmnibusVersion: info.Client.OmnibusVersion,
-		Library: "github.com/segmentio/kafka-go", LibraryVersion: ModuleVersion("github.com/segmentio/kafka-go")}
+		// The adapter produces and fetches with franz-go, and joins groups
+		// and commits with kafka-go.
+		Library:        "github.com/twmb/franz-go " + ModuleVersion("github.com/twmb/franz-go") + " (producer, fetches) and github.com/segmentio/kafka-go",
+		LibraryVersion: ModuleVersion("github.com/segmentio/kafka-go") + " (consumer groups, commits)"}
 	q := u.Query()
-	set := map[string]string{"acks": "all (set by the adapter)", "batch_timeout": "1ms (adapter default)"}
+	set := map[string]string{"acks": "all (set by the adapter)", "batch_timeout": "1ms (adapter default, the producer's linger)",
+		"idempotence": "on (adapter default)", "compression": "snappy (adapter default)"}
 	for _, k := range []string{"batch_timeout", "batch_size", "compression", "replication_factor", "partitions"} {
 		if q.Has(k) {
 			set[k] = q.Get(k)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -14,6 +13,8 @@ import (
 	kgo "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/metadata"
+	"github.com/twmb/franz-go/pkg/kerr"
+	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
 )
@@ -33,10 +34,10 @@ var ErrRevoked = errors.New("kafka: partition revoked; the message will be redel
 type Client struct {
 	opts   Options
 	addr   net.Addr
-	tr     *kgo.Transport
+	tr     *kgo.Transport // admin requests and offset commits
 	admin  *kgo.Client
-	writer *kgo.Writer
-	dialer *kgo.Dialer
+	dialer *kgo.Dialer   // consumer groups and their readers
+	prod   *franz.Client // every record this client writes
 
 	// ctx ends background work at Close.
 	ctx    context.Context
@@ -70,7 +71,6 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	}
 	opts = opts.withDefaults()
 	mech, _ := opts.SASL.mechanism()
-	codec, _ := compression(opts.Compression)
 
 	bg, cancel := context.WithCancel(context.Background())
 	c := &Client{
@@ -90,24 +90,6 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		TLS:           opts.TLS,
 		SASLMechanism: mech,
 	}
-	c.writer = &kgo.Writer{
-		Addr:         c.addr,
-		Transport:    c.tr,
-		Balancer:     &balancer{},
-		BatchSize:    opts.BatchSize,
-		BatchBytes:   opts.batchBytes(),
-		BatchTimeout: opts.BatchTimeout,
-		ReadTimeout:  opts.WriteTimeout,
-		WriteTimeout: opts.WriteTimeout,
-		// kafka-go's zero value is RequireNone: no acknowledgement at all.
-		RequiredAcks: kgo.RequireAll,
-		Compression:  codec,
-		// Topics are created by ensureTopic with our partition count before
-		// anything is written; this only lets the writer refresh its
-		// metadata cache when it has not seen a topic yet.
-		AllowAutoTopicCreation: true,
-		ErrorLogger:            errLogger(opts.Logger),
-	}
 
 	dctx, dcancel := context.WithTimeout(ctx, opts.DialTimeout)
 	defer dcancel()
@@ -119,8 +101,92 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		}
 		return nil, c.dialError(err)
 	}
+	// The producer connects when it first has something to send.
+	prod, err := franz.NewClient(c.producerOptions()...)
+	if err != nil {
+		c.shutdown()
+		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("producer: %w", err)}}
+	}
+	c.prod = prod
 	return c, nil
 }
+
+// producerOptions configure the franz-go client that writes every record:
+// published messages, retries and dead letters.
+//
+// Idempotent writes stay on, as franz-go has them by default: the broker
+// drops the duplicates of the producer's own retries, and a partition may
+// have up to five produce requests in flight without reordering. Kafka 3.0
+// and later allow it to any principal that may write to a topic; earlier
+// versions ask for IDEMPOTENT_WRITE on the cluster.
+func (c *Client) producerOptions() []franz.Opt {
+	o := c.opts
+	codec, _ := compression(o.Compression)
+	return append(c.connOptions(),
+		franz.RequiredAcks(franz.AllISRAcks()),
+		franz.ProducerLinger(o.BatchTimeout),
+		franz.ProducerBatchMaxBytes(o.batchBytes()),
+		franz.ProducerBatchCompression(codec),
+		franz.ProduceRequestTimeout(o.WriteTimeout),
+		// A record waits at most this long for its acknowledgement,
+		// retries included, unless a request carrying it is in flight:
+		// then the idempotent producer waits for the answer, so as not to
+		// break its sequence. Publish itself returns when its context
+		// ends.
+		franz.RecordDeliveryTimeout(deliveryTimeouts*o.WriteTimeout),
+		franz.RecordPartitioner(partitioner{}))
+}
+
+// fetchOptions configure the franz-go client that reads one partition of
+// a subscription from start (kgo.FirstOffset: the partition's earliest
+// offset), outside any group: the subscription's kafka-go ConsumerGroup
+// assigns the partitions and the subscription commits their offsets.
+func (c *Client) fetchOptions(topic string, partition int, start int64) []franz.Opt {
+	o := c.opts
+	at := franz.NewOffset().AtStart()
+	if start >= 0 {
+		at = franz.NewOffset().At(start)
+	}
+	limit := int32(min(2*(o.MaxMessageSize+headroom), 1<<30))
+	return append(c.connOptions(),
+		franz.ConsumePartitions(map[string]map[int32]franz.Offset{topic: {int32(partition): at}}),
+		// An offset gone by retention resumes at the earliest one left.
+		franz.ConsumeResetOffset(franz.NewOffset().AtStart()),
+		franz.FetchIsolationLevel(franz.ReadCommitted()),
+		franz.FetchMaxWait(o.FetchMaxWait),
+		franz.FetchMaxBytes(limit),
+		franz.FetchMaxPartitionBytes(limit))
+}
+
+// connOptions are the franz-go options of every connection: brokers,
+// client ID, TLS and SASL.
+func (c *Client) connOptions() []franz.Opt {
+	o := c.opts
+	opts := []franz.Opt{
+		franz.SeedBrokers(o.Brokers...),
+		franz.ClientID(o.ClientID),
+		franz.DialTimeout(o.DialTimeout),
+		// A topic created a moment ago, or a partition whose leader moved,
+		// is looked up again after this pause rather than franz-go's 5s.
+		franz.MetadataMinAge(metadataMinAge),
+		franz.WithLogger(franzLogger{o.Logger}),
+	}
+	if o.TLS != nil {
+		opts = append(opts, franz.DialTLSConfig(o.TLS))
+	}
+	if m := o.SASL.producerMechanism(); m != nil {
+		opts = append(opts, franz.SASL(m))
+	}
+	return opts
+}
+
+// metadataMinAge is the shortest pause between two metadata requests of a
+// franz-go client.
+const metadataMinAge = 250 * time.Millisecond
+
+// deliveryTimeouts is how many WriteTimeouts a record may take to be
+// acknowledged, retries included.
+const deliveryTimeouts = 3
 
 func (c *Client) transport(ctx context.Context, topics []string) *kgo.Transport {
 	mech, _ := c.opts.SASL.mechanism()
@@ -151,7 +217,10 @@ func (c *Client) dialError(err error) error {
 func isAuthError(err error) bool {
 	return errors.Is(err, kgo.SASLAuthenticationFailed) ||
 		errors.Is(err, kgo.UnsupportedSASLMechanism) ||
-		errors.Is(err, kgo.IllegalSASLState)
+		errors.Is(err, kgo.IllegalSASLState) ||
+		errors.Is(err, kerr.SaslAuthenticationFailed) ||
+		errors.Is(err, kerr.UnsupportedSaslMechanism) ||
+		errors.Is(err, kerr.IllegalSaslState)
 }
 
 // isForbidden reports an operation that the cluster's ACLs do not allow
@@ -160,7 +229,11 @@ func isForbidden(err error) bool {
 	return errors.Is(err, kgo.TopicAuthorizationFailed) ||
 		errors.Is(err, kgo.GroupAuthorizationFailed) ||
 		errors.Is(err, kgo.ClusterAuthorizationFailed) ||
-		errors.Is(err, kgo.TransactionalIDAuthorizationFailed)
+		errors.Is(err, kgo.TransactionalIDAuthorizationFailed) ||
+		errors.Is(err, kerr.TopicAuthorizationFailed) ||
+		errors.Is(err, kerr.GroupAuthorizationFailed) ||
+		errors.Is(err, kerr.ClusterAuthorizationFailed) ||
+		errors.Is(err, kerr.TransactionalIDAuthorizationFailed)
 }
 
 // classify marks err with bus.ErrAuth when SASL failed and with
@@ -202,12 +275,14 @@ func (c *Client) Features() bus.Features {
 
 // Publish sends msgs to topic and returns once the partition leaders have
 // them from every in-sync replica (acks=all). Messages of one call travel
-// in one produce request per partition; a message's Key picks its
-// partition. The topic is created on first use unless
-// Options.NoTopicCreation is set. When some partitions fail, the error is
-// a *bus.PublishError naming the unconfirmed messages. Publish may
-// deliver a message twice when the writer retries a request whose
-// acknowledgement was lost; consumers can use the message ID to notice.
+// together, in one batch per partition, beside those of concurrent calls;
+// a message's Key picks its partition. The topic is created on first use
+// unless Options.NoTopicCreation is set. When some partitions fail, the
+// error is a *bus.PublishError naming the unconfirmed messages; when ctx
+// ends first, every message is unconfirmed, and those already on their
+// way may still arrive. The producer is idempotent, so its own retries
+// write nothing twice; a message published again after an error may be
+// delivered twice, and consumers can use the message ID to notice.
 func (c *Client) Publish(ctx context.Context, topic string, msgs ...*bus.Message) error {
 	if err := c.check(ctx); err != nil {
 		return err
@@ -224,36 +299,52 @@ func (c *Client) Publish(ctx context.Context, topic string, msgs ...*bus.Message
 	if _, err := c.ensureTopic(ctx, topic, 0); err != nil {
 		return err
 	}
-	records := make([]kgo.Message, len(msgs))
-	lane := sticky(rand.Uint32())
+	records := make([]*franz.Record, len(msgs))
+	slab := make([]franz.Record, len(msgs))
+	lane := rand.Int32()
+	now := time.Now()
 	for i, m := range msgs {
-		records[i] = encode(topic, m, 0, time.Time{})
-		records[i].WriterData = lane
+		r := &slab[i]
+		encodeInto(r, topic, m, 0, time.Time{}, now)
+		r.Partition = lane
+		records[i] = r
 	}
 	return c.write(ctx, topic, records)
 }
 
-// sticky picks the partition of a Publish call's messages without a key.
-type sticky uint32
+// partitioner puts a record with a key on the partition the Java client
+// would (murmur2 of the key), and the keyless records of one Publish call
+// together on one partition, as the Java client's sticky partitioner
+// does: one batch instead of one per partition, and a keyless batch is
+// consumed in the order it was given. Before a keyless record is
+// produced, its Partition field holds its call's random lane, a
+// non-negative number shared by the call's records; the producer then
+// overwrites it with the partition chosen.
+type partitioner struct{}
 
-// balancer puts a message with a key on the partition the Java client
-// would (murmur2), and the keyless messages of one Publish call together
-// on one partition, as the Java client's sticky partitioner does: one
-// produce request instead of one per partition, and a keyless batch is
-// consumed in the order it was given.
-type balancer struct {
-	murmur2 kgo.Murmur2Balancer
+func (partitioner) ForTopic(string) franz.TopicPartitioner {
+	return topicPartitioner{keyed: franz.StickyKeyPartitioner(nil).ForTopic("")}
 }
 
-func (b *balancer) Balance(msg kgo.Message, partitions ...int) int {
-	if s, ok := msg.WriterData.(sticky); ok && msg.Key == nil {
-		return partitions[int(uint32(s)%uint32(len(partitions)))]
+type topicPartitioner struct {
+	keyed franz.TopicPartitioner // murmur2, masked and modulo, as Kafka's
+}
+
+// RequiresConsistency: a key keeps its partition even while that
+// partition cannot be written; keyless records go to a writable one.
+func (p topicPartitioner) RequiresConsistency(r *franz.Record) bool { return r.Key != nil }
+
+func (p topicPartitioner) Partition(r *franz.Record, n int) int {
+	if r.Key != nil {
+		return p.keyed.Partition(r, n)
 	}
-	return b.murmur2.Balance(msg, partitions...)
+	return int(uint32(r.Partition) % uint32(n))
 }
 
-func (c *Client) write(ctx context.Context, topic string, records []kgo.Message) error {
-	err := c.writeRecords(ctx, topic, records)
+// write produces records, all to topic, and waits for their
+// acknowledgements or for ctx to end.
+func (c *Client) write(ctx context.Context, topic string, records []*franz.Record) error {
+	err := c.produce(ctx, topic, records)
 	if pe, ok := err.(*bus.PublishError); ok {
 		pe.Err = classify(pe.Err)
 		return pe
@@ -261,37 +352,67 @@ func (c *Client) write(ctx context.Context, topic string, records []kgo.Message)
 	return classify(err)
 }
 
-func (c *Client) writeRecords(ctx context.Context, topic string, records []kgo.Message) error {
-	err := c.writer.WriteMessages(ctx, records...)
-	if err == nil {
+func (c *Client) produce(ctx context.Context, topic string, records []*franz.Record) error {
+	// ProduceSync sends the partitions' batches as soon as the records are
+	// buffered instead of letting them linger, since its caller waits. It
+	// runs apart so that Publish can return when ctx ends: an idempotent
+	// producer does not give up a record while a request carrying it is
+	// in flight. The records do not carry ctx either: the producer fails
+	// every buffered record of a partition when the first one's context
+	// ends, and one caller's cancellation must not fail the records of
+	// others sharing its batch. Their delivery timeout bounds them instead.
+	done := make(chan franz.ProduceResults, 1)
+	go func() { done <- c.prod.ProduceSync(context.WithoutCancel(ctx), records...) }()
+	var results franz.ProduceResults
+	select {
+	case results = <-done:
+	case <-ctx.Done():
+		select {
+		case results = <-done:
+		default:
+			// Requests may be in flight: nothing is known about them.
+			all := make([]int, len(records))
+			for i := range all {
+				all[i] = i
+			}
+			return &bus.PublishError{Unconfirmed: all, Err: fmt.Errorf("kafka: produce to %q: %w", topic, ctx.Err())}
+		}
+	}
+	var failed map[*franz.Record]error
+	for _, r := range results {
+		if r.Err != nil {
+			if failed == nil {
+				failed = map[*franz.Record]error{}
+			}
+			failed[r.Record] = r.Err
+		}
+	}
+	if failed == nil {
 		return nil
 	}
-	var we kgo.WriteErrors
-	if errors.As(err, &we) {
-		var idx []int
-		var first error
-		for i, e := range we {
-			if e != nil {
-				idx = append(idx, i)
-				if first == nil {
-					first = e
-				}
-			}
+	var idx []int
+	var first error
+	closed := 0
+	for i, r := range records {
+		err, ok := failed[r]
+		if !ok {
+			continue
 		}
-		return &bus.PublishError{Unconfirmed: idx, Err: fmt.Errorf("kafka: produce to %q: %w", topic, first)}
+		idx = append(idx, i)
+		if first == nil {
+			first = err
+		}
+		if errors.Is(err, franz.ErrClientClosed) {
+			closed++
+		}
 	}
-	if errors.Is(err, io.ErrClosedPipe) {
+	switch {
+	case closed == len(records):
 		return bus.ErrClosed
+	case errors.Is(first, franz.ErrClientClosed):
+		first = bus.ErrClosed
 	}
-	if ctx.Err() != nil {
-		// Requests may be in flight: nothing is known about them.
-		all := make([]int, len(records))
-		for i := range all {
-			all[i] = i
-		}
-		return &bus.PublishError{Unconfirmed: all, Err: fmt.Errorf("kafka: produce to %q: %w", topic, err)}
-	}
-	return fmt.Errorf("kafka: produce to %q: %w", topic, err)
+	return &bus.PublishError{Unconfirmed: idx, Err: fmt.Errorf("kafka: produce to %q: %w", topic, first)}
 }
 
 func (c *Client) check(ctx context.Context) error {
@@ -351,7 +472,7 @@ func (c *Client) lookupTopic(ctx context.Context, topic string, partitions int) 
 		if n == 0 {
 			return 0, fmt.Errorf("%w: %q (topic creation is off)", ErrNoTopic, topic)
 		}
-		// Let the writer's cache learn the topic.
+		// Let the shared metadata cache learn the topic.
 		return c.cachedPartitions(ctx, topic, true)
 	}
 	if partitions <= 0 {
@@ -521,7 +642,14 @@ func (c *Client) Close() error {
 }
 
 func (c *Client) shutdown() {
-	c.writer.Close()
+	if c.prod != nil {
+		// Publishes under way get their answers, for a while: records
+		// still unacknowledged then fail with bus.ErrClosed.
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.WriteTimeout)
+		c.prod.Flush(ctx)
+		cancel()
+		c.prod.Close()
+	}
 	c.tr.CloseIdleConnections()
 	c.cancel()
 }

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	kgo "github.com/segmentio/kafka-go"
+	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
 )
@@ -35,8 +36,15 @@ const maxErrorHeader = 1 << 10
 // a record for a retry topic. Record timestamps are the write time, so
 // that retention counts from when a record was written, not from when its
 // message was first published.
-func encode(topic string, m *bus.Message, attempt int, due time.Time) kgo.Message {
-	h := make([]kgo.Header, 0, len(m.Headers)+4)
+func encode(topic string, m *bus.Message, attempt int, due time.Time) *franz.Record {
+	r := new(franz.Record)
+	encodeInto(r, topic, m, attempt, due, time.Now())
+	return r
+}
+
+// encodeInto is encode writing into r, with now as the record timestamp.
+func encodeInto(r *franz.Record, topic string, m *bus.Message, attempt int, due, now time.Time) {
+	h := make([]franz.RecordHeader, 0, len(m.Headers)+4)
 	for k, v := range m.Headers {
 		switch k {
 		case HeaderID, HeaderPublishedAt, HeaderAttempt, HeaderDue:
@@ -50,21 +58,26 @@ func encode(topic string, m *bus.Message, attempt int, due time.Time) kgo.Messag
 				v = v[:cut] + "..."
 			}
 		}
-		h = append(h, kgo.Header{Key: k, Value: []byte(v)})
+		h = append(h, franz.RecordHeader{Key: k, Value: []byte(v)})
 	}
+	// One buffer holds the values of this package's headers.
+	b := make([]byte, 0, len(m.ID)+20+len(m.Key))
+	b = append(b, m.ID...)
+	b = strconv.AppendInt(b, m.PublishedAt.UnixNano(), 10)
+	id, published := len(m.ID), len(b)
 	h = append(h,
-		kgo.Header{Key: HeaderID, Value: []byte(m.ID)},
-		kgo.Header{Key: HeaderPublishedAt, Value: strconv.AppendInt(nil, m.PublishedAt.UnixNano(), 10)})
+		franz.RecordHeader{Key: HeaderID, Value: b[:id:id]},
+		franz.RecordHeader{Key: HeaderPublishedAt, Value: b[id:published:published]})
 	if attempt > 0 {
 		h = append(h,
-			kgo.Header{Key: HeaderAttempt, Value: strconv.AppendInt(nil, int64(attempt), 10)},
-			kgo.Header{Key: HeaderDue, Value: strconv.AppendInt(nil, due.UnixMilli(), 10)})
+			franz.RecordHeader{Key: HeaderAttempt, Value: strconv.AppendInt(nil, int64(attempt), 10)},
+			franz.RecordHeader{Key: HeaderDue, Value: strconv.AppendInt(nil, due.UnixMilli(), 10)})
 	}
-	r := kgo.Message{Topic: topic, Value: m.Body, Headers: h, Time: time.Now()}
+	*r = franz.Record{Topic: topic, Value: m.Body, Headers: h, Timestamp: now}
 	if m.Key != "" {
-		r.Key = []byte(m.Key)
+		b = append(b, m.Key...)
+		r.Key = b[published:len(b):len(b)]
 	}
-	return r
 }
 
 // decode turns a fetched record into a message. attempt is the record's

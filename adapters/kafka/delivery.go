@@ -4,10 +4,12 @@ import (
 	"container/heap"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
 	kgo "github.com/segmentio/kafka-go"
+	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
 )
@@ -151,7 +153,7 @@ func (d *delivery) retry(ctx context.Context, delay time.Duration, attempt int) 
 		return err
 	}
 	r := d.rec
-	h := make([]kgo.Header, 0, len(r.Headers)+4)
+	h := make([]franz.RecordHeader, 0, len(r.Headers)+4)
 	hasID := false
 	for _, x := range r.Headers {
 		switch x.Key {
@@ -160,19 +162,22 @@ func (d *delivery) retry(ctx context.Context, delay time.Duration, attempt int) 
 		case HeaderID:
 			hasID = true
 		}
-		h = append(h, x)
+		h = append(h, franz.RecordHeader{Key: x.Key, Value: x.Value})
 	}
 	if !hasID {
 		// A foreign record keeps the ID it was delivered with.
 		h = append(h,
-			kgo.Header{Key: HeaderID, Value: []byte(d.msg.ID)},
-			kgo.Header{Key: HeaderPublishedAt, Value: strconv.AppendInt(nil, d.msg.PublishedAt.UnixNano(), 10)})
+			franz.RecordHeader{Key: HeaderID, Value: []byte(d.msg.ID)},
+			franz.RecordHeader{Key: HeaderPublishedAt, Value: strconv.AppendInt(nil, d.msg.PublishedAt.UnixNano(), 10)})
 	}
 	h = append(h,
-		kgo.Header{Key: HeaderAttempt, Value: strconv.AppendInt(nil, int64(attempt), 10)},
-		kgo.Header{Key: HeaderDue, Value: strconv.AppendInt(nil, time.Now().Add(delay).UnixMilli(), 10)})
-	rec := kgo.Message{Topic: s.retryTopic, Key: r.Key, Value: r.Value, Headers: h, Time: time.Now()}
-	if err := s.c.write(ctx, s.retryTopic, []kgo.Message{rec}); err != nil {
+		franz.RecordHeader{Key: HeaderAttempt, Value: strconv.AppendInt(nil, int64(attempt), 10)},
+		franz.RecordHeader{Key: HeaderDue, Value: strconv.AppendInt(nil, time.Now().Add(delay).UnixMilli(), 10)})
+	// The retry topic has the topic's partition count, and the key (kept
+	// as fetched, nil or not) picks the same partition index. A keyless
+	// record goes to a random partition.
+	rec := &franz.Record{Topic: s.retryTopic, Key: r.Key, Value: r.Value, Headers: h, Timestamp: time.Now(), Partition: rand.Int32()}
+	if err := s.c.write(ctx, s.retryTopic, []*franz.Record{rec}); err != nil {
 		return fmt.Errorf("kafka: nack: %w", err)
 	}
 	return nil
@@ -185,7 +190,9 @@ func (d *delivery) deadLetter(ctx context.Context, reason error) error {
 		return err
 	}
 	dl := bus.DeadLetter(d.msg, s.topic, s.opts.Group, reason, time.Now())
-	if err := s.c.write(ctx, topic, []kgo.Message{encode(topic, dl, 0, time.Time{})}); err != nil {
+	rec := encode(topic, dl, 0, time.Time{})
+	rec.Partition = rand.Int32()
+	if err := s.c.write(ctx, topic, []*franz.Record{rec}); err != nil {
 		return fmt.Errorf("kafka: dead-letter: %w", err)
 	}
 	return nil

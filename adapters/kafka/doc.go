@@ -1,6 +1,7 @@
-// Package kafka is omnibus's Kafka backend, built on
-// github.com/segmentio/kafka-go. Open it by URL after importing the
-// package,
+// Package kafka is omnibus's Kafka backend. It produces and fetches with
+// github.com/twmb/franz-go, and joins consumer groups and commits their
+// offsets with github.com/segmentio/kafka-go. Open it by URL after
+// importing the package,
 //
 //	b, err := bus.Open(ctx, "kafka://127.0.0.1:9092?partitions=6")
 //
@@ -10,18 +11,35 @@
 // # Publishing
 //
 // Publish returns once the partition leaders have the messages from every
-// in-sync replica (acks=all, set explicitly: kafka-go's zero value asks
-// for no acknowledgement). The messages of one call are batched per
-// partition and sent together; a partially filled batch waits
-// Options.BatchTimeout (1ms) for more, never kafka-go's default second.
-// A message's Key picks its partition with murmur2, as the Java client
-// does; the keyless messages of one call share one partition. The ID,
+// in-sync replica (acks=all). One franz-go client per Client writes every
+// record: published messages, and the retries and dead letters of Nack.
+// A Publish call's records are sent as soon as they are buffered, without
+// lingering, in one batch per partition together with whatever concurrent
+// calls have buffered for the partition; up to five produce requests per
+// broker are in flight at once. A message's Key picks its partition with
+// murmur2, as the Java client does; the keyless messages of one call
+// share one partition, chosen at random among the writable ones. The ID,
 // headers and the publish time in nanoseconds travel as record headers
 // (HeaderID, HeaderPublishedAt; a record timestamp has milliseconds
-// only). Topics are created on first use with Options.Partitions
-// partitions. Messages over Options.MaxMessageSize are refused with a
-// *bus.SizeError before anything is sent; partitions that fail are
-// reported as a *bus.PublishError.
+// only). Batches are compressed with snappy unless Options.Compression
+// says otherwise, and only when that makes them smaller. Topics are
+// created on first use with Options.Partitions partitions. Messages over
+// Options.MaxMessageSize are refused with a *bus.SizeError before anything
+// is sent; partitions that fail are reported as a *bus.PublishError, and
+// when Publish's context ends first every message of the call is reported
+// unconfirmed.
+//
+// The producer is idempotent (franz-go's default, kept): the broker drops
+// the duplicates that the producer's own retries would write, and the
+// order within a partition holds with several requests in flight. A
+// message is written twice only when the application publishes it again
+// after an error. The producer keeps retrying a record until it is
+// acknowledged, for up to three times Options.WriteTimeout; a Publish
+// whose context ends sooner returns then, and its records may still
+// arrive. Kafka 3.0 and later allow idempotent writes to any principal
+// allowed to write to a topic; with earlier versions the principal needs
+// the IDEMPOTENT_WRITE operation on the cluster, or Publish fails with
+// bus.ErrForbidden (CLUSTER_AUTHORIZATION_FAILED).
 //
 // # Consuming
 //
@@ -56,7 +74,8 @@
 //
 // Receive returns an error other than bus.ErrClosed only for failures
 // that do not pass by themselves (refused credentials or permissions);
-// kafka-go retries the rest, and they are logged.
+// kafka-go and franz-go retry the rest, and they are logged. Nack waits for the
+// retry or dead letter to be acknowledged like Publish does.
 //
 // # Rebalances and shutdown
 //
@@ -69,7 +88,10 @@
 // commits acknowledgements that arrive after a rebalance in the next
 // generation, even for partitions another member owns by then (the
 // coordinator checks a commit's generation, not who owns the partition);
-// nor does a rebalance wait for records in flight. When a rebalance
+// nor does a rebalance wait for records in flight. Each partition the
+// member owns is read by a franz-go client of its own, outside any group,
+// from the group's committed offset (or the earliest offset, also when
+// the committed one is gone by retention). When a rebalance
 // takes partitions away, the member stops handing out their records,
 // waits up to Options.DrainTimeout for those in flight to be settled,
 // commits, and only then rejoins; deliveries still unsettled then are
@@ -93,7 +115,8 @@
 // # Compatibility
 //
 // The package works with Kafka 2.1 and later, Kafka 4.x included (which
-// dropped many old protocol versions): kafka-go's group protocol uses
+// dropped many old protocol versions). franz-go negotiates every request's
+// version with the broker; kafka-go's group protocol uses
 // JoinGroup v2, SyncGroup v0, Heartbeat v0, LeaveGroup v0, OffsetFetch v1
 // and FindCoordinator v0, all still served by Kafka 4.1; offsets are
 // committed and fetched with versions negotiated with the broker, which
@@ -108,5 +131,6 @@
 // GROUP_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED) fails Publish
 // and Subscribe with bus.ErrForbidden. The user needs, on the topics it
 // uses and their retry and dead-letter topics, Describe, Read and Write,
-// and Create unless the topics exist; on its groups, Read and Describe.
+// and Create unless the topics exist; on its groups, Read and Describe;
+// before Kafka 3.0, IdempotentWrite on the cluster too.
 package kafka

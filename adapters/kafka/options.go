@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,10 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
+	franz "github.com/twmb/franz-go/pkg/kgo"
+	fsasl "github.com/twmb/franz-go/pkg/sasl"
+	fplain "github.com/twmb/franz-go/pkg/sasl/plain"
+	fscram "github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/omnibus-mq/omnibus/bus"
 )
@@ -74,6 +79,20 @@ func (s SASL) mechanism() (sasl.Mechanism, error) {
 		s.Mechanism, MechanismPlain, MechanismSCRAMSHA256, MechanismSCRAMSHA512)
 }
 
+// producerMechanism is the producer's SASL mechanism: nil without SASL.
+// Validate has checked the mechanism's name.
+func (s SASL) producerMechanism() fsasl.Mechanism {
+	switch strings.ToUpper(s.Mechanism) {
+	case MechanismPlain:
+		return fplain.Auth{User: s.Username, Pass: s.Password}.AsMechanism()
+	case MechanismSCRAMSHA256:
+		return fscram.Auth{User: s.Username, Pass: s.Password}.AsSha256Mechanism()
+	case MechanismSCRAMSHA512:
+		return fscram.Auth{User: s.Username, Pass: s.Password}.AsSha512Mechanism()
+	}
+	return nil
+}
+
 // Options configure a Client. Only Brokers is required; every other field
 // has the default its comment states.
 type Options struct {
@@ -107,16 +126,25 @@ type Options struct {
 	// max.message.bytes) when those are raised. Default
 	// DefaultMaxMessageSize.
 	MaxMessageSize int
-	// BatchTimeout is how long a partially filled batch waits for more
-	// messages before it is sent; every Publish waits about this long
-	// before its request leaves. Default 1ms.
+	// BatchTimeout is how long a partition's batch may wait for more
+	// records before it is sent (franz-go's linger). Publish does not
+	// wait for it: once its records are buffered, their partitions' batches
+	// go. It holds back only records buffered before the producer knows
+	// their topic's partitions. Default 1ms.
 	BatchTimeout time.Duration
-	// BatchSize is the most messages in one partition's batch. Default 1000.
+	// BatchSize is accepted for compatibility and has no effect: batches
+	// are bounded in bytes, by the broker's limit that MaxMessageSize
+	// implies, not in messages.
 	BatchSize int
 	// Compression of produced batches: "none", "gzip", "snappy", "lz4" or
-	// "zstd". Default "none".
+	// "zstd". A batch that does not shrink is sent uncompressed. Every
+	// Kafka client decodes snappy; zstd needs Kafka 2.1 and consumers that
+	// know it. Default "snappy", as franz-go's.
 	Compression string
-	// WriteTimeout bounds each produce request. Default 10s.
+	// WriteTimeout bounds each produce request and admin request. The
+	// producer gives up on a record not acknowledged within three times
+	// WriteTimeout, retries included (unless a request carrying it is in
+	// flight, whose answer it waits for). Default 10s.
 	WriteTimeout time.Duration
 
 	// SessionTimeout is how long the group coordinator waits for a
@@ -164,7 +192,8 @@ type Options struct {
 	// ID. Default DefaultGroupID.
 	GroupID func(topic, group string) string
 	// Logger receives failures this package recovers from, and kafka-go's
-	// own error log at debug level. Default slog.Default().
+	// error log and franz-go's warnings and errors at debug level.
+	// Default slog.Default().
 	Logger *slog.Logger
 }
 
@@ -258,9 +287,6 @@ func (o Options) withDefaults() Options {
 		o.MaxMessageSize = DefaultMaxMessageSize
 	}
 	def(&o.BatchTimeout, time.Millisecond)
-	if o.BatchSize == 0 {
-		o.BatchSize = 1000
-	}
 	def(&o.WriteTimeout, 10*time.Second)
 	def(&o.SessionTimeout, 10*time.Second)
 	def(&o.HeartbeatInterval, time.Second)
@@ -282,23 +308,39 @@ func (o Options) withDefaults() Options {
 }
 
 // batchBytes is the produce batch limit: the broker's limit implied by
-// MaxMessageSize, less a margin because kafka-go estimates record sizes.
-func (o Options) batchBytes() int64 { return int64(o.MaxMessageSize + headroom - 1<<10) }
+// MaxMessageSize, less a margin.
+func (o Options) batchBytes() int32 { return int32(min(o.MaxMessageSize+headroom-1<<10, 1<<30)) }
 
-func compression(name string) (kgo.Compression, error) {
+// compression is the producer's codec for a Compression name.
+func compression(name string) (franz.CompressionCodec, error) {
 	switch strings.ToLower(name) {
-	case "", "none":
-		return 0, nil
+	case "", "snappy":
+		return franz.SnappyCompression(), nil
+	case "none":
+		return franz.NoCompression(), nil
 	case "gzip":
-		return kgo.Gzip, nil
-	case "snappy":
-		return kgo.Snappy, nil
+		return franz.GzipCompression(), nil
 	case "lz4":
-		return kgo.Lz4, nil
+		return franz.Lz4Compression(), nil
 	case "zstd":
-		return kgo.Zstd, nil
+		return franz.ZstdCompression(), nil
 	}
-	return 0, fmt.Errorf("compression %q is not one of none, gzip, snappy, lz4, zstd", name)
+	return franz.NoCompression(), fmt.Errorf("compression %q is not one of none, gzip, snappy, lz4, zstd", name)
+}
+
+// franzLogger passes franz-go's warnings and errors to slog at debug
+// level: franz-go reports there what it retries by itself.
+type franzLogger struct{ l *slog.Logger }
+
+func (p franzLogger) Level() franz.LogLevel {
+	if p.l.Enabled(context.Background(), slog.LevelDebug) {
+		return franz.LogLevelWarn
+	}
+	return franz.LogLevelNone
+}
+
+func (p franzLogger) Log(level franz.LogLevel, msg string, keyvals ...any) {
+	p.l.Debug("franz-go: "+msg, append([]any{"component", "franz-go", "level", level.String()}, keyvals...)...)
 }
 
 // errLogger passes kafka-go's error log to slog at debug level: kafka-go

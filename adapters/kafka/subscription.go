@@ -14,6 +14,7 @@ import (
 
 	kgo "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol/offsetcommit"
+	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
 )
@@ -22,8 +23,8 @@ import (
 // topic and, unless Options.BlockingRetry is set, the group's retry topic.
 //
 // Group membership is kafka-go's ConsumerGroup: each generation lists the
-// partitions this member owns. Every owned partition has a reader whose
-// records become deliveries; the subscription hands them out through
+// partitions this member owns. Every owned partition has a franz-go client
+// reading it, whose records become deliveries; the subscription hands them out through
 // Receive, at most Prefetch unsettled at once, from any partition and so
 // out of order across partitions. A partition's offset is committed up to
 // its first unsettled record only, so a crash or rebalance redelivers
@@ -751,18 +752,6 @@ func (p *partition) priorDeliveries(offset int64) int {
 func (p *partition) run(ctx context.Context) {
 	s := p.g.s
 	o := s.c.opts
-	r := kgo.NewReader(kgo.ReaderConfig{
-		Brokers:         o.Brokers,
-		Topic:           p.topic,
-		Partition:       p.id,
-		Dialer:          s.c.dialer,
-		MinBytes:        1,
-		MaxBytes:        2 * (o.MaxMessageSize + headroom),
-		MaxWait:         o.FetchMaxWait,
-		ReadLagInterval: -1,
-		IsolationLevel:  kgo.ReadCommitted,
-		ErrorLogger:     errLogger(o.Logger),
-	})
 	// A topic partition without BlockingRetry hands its records out in
 	// offset order as they come: the pump passes them straight to Receive.
 	// Otherwise they go through the loop below, which holds them back.
@@ -772,7 +761,8 @@ func (p *partition) run(ctx context.Context) {
 		fetched = s.ready
 	}
 	pumped := make(chan struct{})
-	if err := r.SetOffset(p.start); err != nil {
+	r, err := franz.NewClient(s.c.fetchOptions(p.topic, p.id, p.start)...)
+	if err != nil {
 		s.log.Error("omnibus/kafka: cannot start reading", "partition", p.id, "error", err)
 		close(pumped)
 	} else {
@@ -780,8 +770,11 @@ func (p *partition) run(ctx context.Context) {
 	}
 	defer func() {
 		<-pumped
-		// A reader's Close waits for its fetch in flight (up to
-		// FetchMaxWait); the next generation need not.
+		if r == nil {
+			return
+		}
+		// Closing waits for the fetch in flight; the next generation
+		// need not.
 		s.bg.Add(1)
 		go func() {
 			defer s.bg.Done()
@@ -839,19 +832,25 @@ func (p *partition) run(ctx context.Context) {
 }
 
 // pump fetches records, tracks them, and passes them to the partition's
-// loop. kafka-go's reader retries failed fetches by itself; what it
-// reports is logged here.
-func (p *partition) pump(ctx context.Context, r *kgo.Reader, out chan<- *delivery, done chan<- struct{}) {
+// loop. franz-go retries failed fetches by itself; what it reports is
+// logged here.
+func (p *partition) pump(ctx context.Context, r *franz.Client, out chan<- *delivery, done chan<- struct{}) {
 	defer close(done)
 	s := p.g.s
 	pause := 100 * time.Millisecond
 	for {
-		rec, err := r.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		fs := r.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		var failed error
+		fs.EachError(func(_ string, _ int32, err error) {
+			if failed == nil {
+				failed = err
 			}
-			s.log.Warn("omnibus/kafka: fetch failed; retrying", "partition", p.id, "error", err)
+		})
+		if failed != nil && fs.NumRecords() == 0 {
+			s.log.Warn("omnibus/kafka: fetch failed; retrying", "partition", p.id, "error", failed)
 			select {
 			case <-time.After(pause):
 			case <-ctx.Done():
@@ -861,13 +860,28 @@ func (p *partition) pump(ctx context.Context, r *kgo.Reader, out chan<- *deliver
 			continue
 		}
 		pause = 100 * time.Millisecond
-		d := p.track(rec)
-		select {
-		case out <- d:
-		case <-ctx.Done():
-			return
+		for it := fs.RecordIter(); !it.Done(); {
+			d := p.track(fetchedMessage(it.Next()))
+			select {
+			case out <- d:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}
+}
+
+// fetchedMessage is a fetched record in the form deliveries keep.
+func fetchedMessage(r *franz.Record) kgo.Message {
+	var h []kgo.Header
+	if len(r.Headers) > 0 {
+		h = make([]kgo.Header, len(r.Headers))
+		for i, x := range r.Headers {
+			h[i] = kgo.Header{Key: x.Key, Value: x.Value}
+		}
+	}
+	return kgo.Message{Topic: r.Topic, Partition: int(r.Partition), Offset: r.Offset,
+		Key: r.Key, Value: r.Value, Headers: h, Time: r.Timestamp}
 }
 
 // track records a fetched record in the partition and makes its delivery.

@@ -39,7 +39,7 @@ import (
 //	create_topics       false: Options.NoTopicCreation
 //	max_message_size    Options.MaxMessageSize
 //	batch_timeout       Options.BatchTimeout
-//	batch_size          Options.BatchSize
+//	batch_size          Options.BatchSize (no effect)
 //	compression         Options.Compression
 //	write_timeout       Options.WriteTimeout
 //	session_timeout     Options.SessionTimeout
