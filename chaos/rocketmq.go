@@ -3,11 +3,8 @@ package chaos
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -17,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/omnibus-mq/omnibus/adapters/rocketmq"
 )
 
 // RocketMQVersion returns the RocketMQ version whose jars scripts/brokers
@@ -161,7 +160,10 @@ func (r *RocketMQ) Start(ctx context.Context) error {
 		}
 		r.ns = p
 		if err := poll(ctx, p, "rocketmq name server", func(ctx context.Context) error {
-			_, err := r.clusterInfo(ctx)
+			c, err := r.client(ctx) // New checks that the name server answers
+			if err == nil {
+				c.Close()
+			}
 			return err
 		}); err != nil {
 			r.ns.kill(20 * time.Second)
@@ -182,7 +184,7 @@ func (r *RocketMQ) Start(ctx context.Context) error {
 }
 
 // ready: the broker says it booted (it has registered with the name
-// server by then) and the name server lists it.
+// server by then) and the name server lists it as a master that answers.
 func (r *RocketMQ) ready(ctx context.Context) error {
 	b, err := os.ReadFile(r.brokerLog())
 	if err != nil {
@@ -191,64 +193,26 @@ func (r *RocketMQ) ready(ctx context.Context) error {
 	if !bytes.Contains(b, []byte("boot success")) {
 		return errors.New(`no "boot success" in its output yet`)
 	}
-	info, err := r.clusterInfo(ctx)
+	c, err := r.client(ctx)
 	if err != nil {
 		return err
 	}
-	if !bytes.Contains(info, []byte(`"`+r.Addr()+`"`)) {
-		return fmt.Errorf("the name server does not list %s yet", r.Addr())
+	defer c.Close()
+	masters, err := c.Describe(ctx)
+	if err != nil {
+		return err
 	}
-	return nil
+	for _, m := range masters {
+		if m.Addr == r.Addr() {
+			return nil
+		}
+	}
+	return fmt.Errorf("the name server does not list %s yet", r.Addr())
 }
 
-// clusterInfo asks the name server for its cluster table
-// (GET_BROKER_CLUSTER_INFO) and returns the body of a successful answer.
-// A remoting frame is: total length, header length (its top byte the
-// serialization type, 0 for JSON), the JSON header, the body; lengths
-// are big-endian.
-func (r *RocketMQ) clusterInfo(ctx context.Context) ([]byte, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", r.NameServer())
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
-	}
-	h := []byte(`{"code":106,"flag":0,"language":"GO","opaque":1,"serializeTypeCurrentRPC":"JSON","version":500}`)
-	req := binary.BigEndian.AppendUint32(nil, uint32(4+len(h)))
-	req = binary.BigEndian.AppendUint32(req, uint32(len(h)))
-	if _, err := c.Write(append(req, h...)); err != nil {
-		return nil, err
-	}
-	var n [4]byte
-	if _, err := io.ReadFull(c, n[:]); err != nil {
-		return nil, err
-	}
-	size := binary.BigEndian.Uint32(n[:])
-	if size < 4 || size > 16<<20 {
-		return nil, fmt.Errorf("answer of %d bytes", size)
-	}
-	frame := make([]byte, size)
-	if _, err := io.ReadFull(c, frame); err != nil {
-		return nil, err
-	}
-	hl := binary.BigEndian.Uint32(frame) & 0xffffff
-	if 4+hl > size {
-		return nil, fmt.Errorf("header of %d bytes in a frame of %d", hl, size)
-	}
-	var head struct {
-		Code   int    `json:"code"`
-		Remark string `json:"remark"`
-	}
-	if err := json.Unmarshal(frame[4:4+hl], &head); err != nil {
-		return nil, fmt.Errorf("answer header: %w", err)
-	}
-	if head.Code != 0 {
-		return nil, fmt.Errorf("answer code %d: %s", head.Code, head.Remark)
-	}
-	return frame[4+hl:], nil
+// client connects the adapter to this instance's name server.
+func (r *RocketMQ) client(ctx context.Context) (*rocketmq.Broker, error) {
+	return rocketmq.New(ctx, rocketmq.Options{NameServers: []string{r.NameServer()}})
 }
 
 // Kill implements Instance: SIGKILL to the broker's JVM (the name server
