@@ -100,8 +100,9 @@ const wmKafkaMax = 960 << 10
 // ConsumerGracefulShutdown is a known failure: Sarama commits offsets on an
 // interval, so the offset of a message acked just before the subscription
 // closes may not be committed, and the message comes back.
-// ConsumerRetriesAndDeadLetters, which counts each message's runs exactly,
-// is known to fail for the same at-least-once reason.
+// For the same reason, other acknowledged messages can come back while the
+// group rebalances: the suite is told so (AckedRedelivered), and reports
+// such duplicates instead of failing on them.
 func TestWatermillKafkaBackend(t *testing.T) {
 	addrs := brokers(t)
 	attempts := wmbridge.NewAttemptLog(0)
@@ -138,9 +139,11 @@ func TestWatermillKafkaBackend(t *testing.T) {
 			// Seen in CI runs, not every time.
 			"ConsumerGracefulShutdown": "Sarama commits offsets on an interval, so a message acked just before " +
 				"the subscription closes can be delivered again",
-			// Seen in a clean-clone CI run with the machine under load.
-			"ConsumerRetriesAndDeadLetters": "watermill-kafka delivers at least once: under load, messages " +
-				"that had succeeded on their third attempt were delivered and ran a fourth time",
 		},
+		// Seen in CI runs under load: a message of CompetingConsumers
+		// received twice, two of ConsumerRetriesAndDeadLetters run a fourth
+		// time after succeeding on their third.
+		AckedRedelivered: "Sarama commits offsets on an interval, so messages acked since the last commit " +
+			"are delivered again when the group rebalances",
 	})
 }

@@ -215,9 +215,15 @@ func TestPriorityQueues(t *testing.T) {
  "body_encoding": "utf-8", "delivery_tag": "tag-%s"}}`, body, pri, body)
 	}
 	rdb := b.Client()
-	rdb.LPush(ctx, p+"prio\x06\x166", env("six", 6))
-	rdb.LPush(ctx, p+"prio\x06\x163", env("three", 4))
-	time.Sleep(300 * time.Millisecond) // both wait in their lists
+	// Both appear at once (MULTI/EXEC): the subscription already polls,
+	// and would take "six" if it were alone for a moment.
+	if _, err := rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.LPush(ctx, p+"prio\x06\x166", env("six", 6))
+		pipe.LPush(ctx, p+"prio\x06\x163", env("three", 4))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	receive := func() bus.Delivery {
 		d, err := sub.Receive(ctx)
 		if err != nil {

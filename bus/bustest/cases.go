@@ -70,7 +70,7 @@ func (s *suite) testBatchPublish(t *testing.T) {
 			t.Fatal("Publish left a message without an ID")
 		}
 	}
-	checkOnce(t, want, s.collect(t, sub, len(want)))
+	s.checkOnce(t, want, s.collect(t, sub, len(want)))
 }
 
 func (s *suite) testConcurrentPublishers(t *testing.T) {
@@ -103,7 +103,7 @@ func (s *suite) testConcurrentPublishers(t *testing.T) {
 	for _, msgs := range all {
 		want = append(want, msgs...)
 	}
-	checkOnce(t, want, s.collect(t, sub, len(want)))
+	s.checkOnce(t, want, s.collect(t, sub, len(want)))
 }
 
 func (s *suite) testCompetingConsumers(t *testing.T) {
@@ -120,10 +120,12 @@ func (s *suite) testCompetingConsumers(t *testing.T) {
 	// Every consumer drains until the group has delivered everything; no
 	// message may reach two consumers.
 	var (
-		mu   sync.Mutex
-		got  []*bus.Message
-		wg   sync.WaitGroup
-		done = make(chan struct{})
+		mu       sync.Mutex
+		got      []*bus.Message
+		distinct = map[string]bool{}
+		closed   bool
+		wg       sync.WaitGroup
+		done     = make(chan struct{})
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.timeout())
 	defer cancel()
@@ -139,7 +141,9 @@ func (s *suite) testCompetingConsumers(t *testing.T) {
 				d.Ack(context.Background())
 				mu.Lock()
 				got = append(got, d.Message())
-				if len(got) == len(want) {
+				distinct[d.Message().ID] = true
+				if len(distinct) == len(want) && !closed {
+					closed = true
 					close(done)
 				}
 				mu.Unlock()
@@ -154,7 +158,7 @@ func (s *suite) testCompetingConsumers(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	cancel()
 	wg.Wait()
-	checkOnce(t, want, got)
+	s.checkOnce(t, want, got)
 }
 
 func (s *suite) testGroupsFanOut(t *testing.T) {
@@ -163,8 +167,8 @@ func (s *suite) testGroupsFanOut(t *testing.T) {
 	b := s.subscribe(t, s.connect(t), topic, bus.SubscribeOptions{Group: "audit", Prefetch: 20})
 	want := messages("fan", 40)
 	s.publish(t, s.connect(t), topic, want...)
-	checkOnce(t, want, s.collect(t, a, len(want)))
-	checkOnce(t, want, s.collect(t, b, len(want)))
+	s.checkOnce(t, want, s.collect(t, a, len(want)))
+	s.checkOnce(t, want, s.collect(t, b, len(want)))
 }
 
 func (s *suite) testNackRedelivers(t *testing.T) {
@@ -356,7 +360,7 @@ func (s *suite) testOrderPerKey(t *testing.T) {
 		s.publish(t, b, topic, m)
 	}
 	got := s.collect(t, sub, len(want))
-	checkOnce(t, want, got)
+	s.checkOnce(t, want, got)
 	last := map[string]int{}
 	for _, m := range got {
 		n, _ := strconv.Atoi(string(m.Body))
@@ -568,7 +572,7 @@ func (s *suite) testDeadConsumerRedelivery(t *testing.T) {
 		ack(t, d)
 		got = append(got, d.Message())
 	}
-	checkOnce(t, want, got)
+	s.checkOnce(t, want, got)
 }
 
 func (s *suite) testConsumerRetriesAndDeadLetters(t *testing.T) {
@@ -635,7 +639,11 @@ func (s *suite) testConsumerRetriesAndDeadLetters(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	for _, m := range want {
-		if n, exp := attempts[m.ID], map[bool]int{true: 4, false: 3}[m.ID == want[7].ID]; n != exp {
+		n, exp := attempts[m.ID], map[bool]int{true: 4, false: 3}[m.ID == want[7].ID]
+		switch {
+		case n > exp && s.cfg.AckedRedelivered != "":
+			t.Logf("%s ran %d times, %d expected (%s)", m.Body, n, exp, s.cfg.AckedRedelivered)
+		case n != exp:
 			t.Errorf("%s ran %d times, want %d", m.Body, n, exp)
 		}
 	}
