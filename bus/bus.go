@@ -44,6 +44,25 @@ type Broker interface {
 	Subscriber
 }
 
+// Shutdowner is implemented by publishers, subscribers and brokers whose
+// closing can be bounded: Shutdown stops new calls, lets those under way
+// finish, closes the subscriptions (what they hold goes back to the
+// broker) and then the connection, giving up on what is left when ctx
+// ends. Every backend of this module implements it; Close is Shutdown
+// bounded only by the backend's own timeouts.
+type Shutdowner interface {
+	Shutdown(ctx context.Context) error
+}
+
+// Shutdown shuts c down within ctx when it is a Shutdowner, and closes it
+// otherwise.
+func Shutdown(ctx context.Context, c interface{ Close() error }) error {
+	if s, ok := c.(Shutdowner); ok {
+		return s.Shutdown(ctx)
+	}
+	return c.Close()
+}
+
 // Subscription is a stream of deliveries for one topic and group.
 //
 // Receive blocks until a delivery is available, ctx is done, or the
@@ -71,6 +90,10 @@ type Delivery interface {
 	// opts.Delay (where the backend supports delays), or moved to the
 	// dead-letter topic when opts.DeadLetter is set or the delivery was the
 	// last of SubscribeOptions.MaxAttempts.
+	//
+	// When Ack or Nack fails, the delivery still counts as settled (a
+	// second call returns ErrAlreadyAcked): the broker did not take the
+	// settlement, and delivers the message again.
 	Nack(ctx context.Context, opts NackOptions) error
 }
 
@@ -81,7 +104,9 @@ type NackOptions struct {
 	// Reason is recorded in the HeaderError header when the message is
 	// dead-lettered.
 	Reason error
-	// DeadLetter skips the remaining attempts.
+	// DeadLetter skips the remaining attempts: the message goes to the
+	// dead-letter topic at once. It wins over Postpone: a Nack with both
+	// dead-letters, and Delay is ignored.
 	DeadLetter bool
 	// Postpone says the delivery did not fail: the message comes back
 	// after Delay and the delivery does not count as an attempt, so a
@@ -89,6 +114,10 @@ type NackOptions struct {
 	// its attempts or being dead-lettered.
 	Postpone bool
 }
+
+// DeadLetterTopic is the dead-letter topic of topic when
+// SubscribeOptions.DeadLetterTopic is empty: "<topic>.dlq".
+func DeadLetterTopic(topic string) string { return topic + ".dlq" }
 
 // CheckCall returns the error every Publish and Subscribe starts with, so
 // that backends agree on it: ErrClosed when the client is closed, an
@@ -121,8 +150,8 @@ type SubscribeOptions struct {
 	// moves it to the dead-letter topic. Default DefaultMaxAttempts; a
 	// negative value means no limit.
 	MaxAttempts int
-	// DeadLetterTopic receives messages that ran out of attempts.
-	// Default "<topic>.dlq".
+	// DeadLetterTopic receives messages that ran out of attempts, or that
+	// a Nack dead-lettered. Default DeadLetterTopic(topic).
 	DeadLetterTopic string
 }
 

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // DefaultMaxMessageSize is the message size limit when
@@ -50,9 +50,12 @@ type Broker struct {
 	conns  map[*Client]struct{}
 }
 
-var _ bus.Broker = (*Broker)(nil)
-var _ bus.Broker = (*Client)(nil)
-var _ bus.FeatureReporter = (*Broker)(nil)
+var (
+	_ bus.Broker          = (*Broker)(nil)
+	_ bus.Broker          = (*Client)(nil)
+	_ bus.FeatureReporter = (*Broker)(nil)
+	_ bus.Shutdowner      = (*Broker)(nil)
+)
 
 // New starts an in-process broker.
 func New(opts Options) *Broker {
@@ -69,13 +72,17 @@ func New(opts Options) *Broker {
 // Connect returns a new client connection to the broker. Closing the
 // client closes its subscriptions only, as a dropped connection would.
 func (b *Broker) Connect() *Client {
-	c := &Client{b: b, subs: map[*subscription]struct{}{}}
+	dc := &conn{b: b}
+	c := &Client{Broker: driver.New(dc, driver.Options{Name: "memory"})}
+	dc.c = c
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		c.closed = true
-	} else {
+	closed := b.closed
+	if !closed {
 		b.conns[c] = struct{}{}
+	}
+	b.mu.Unlock()
+	if closed {
+		c.Close()
 	}
 	return c
 }
@@ -94,6 +101,9 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message
 func (b *Broker) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
 	return b.self.Subscribe(ctx, topic, opts)
 }
+
+// Shutdown is Close: an in-process broker has nothing to wait for.
+func (b *Broker) Shutdown(context.Context) error { return b.Close() }
 
 // Close shuts the broker down: every client and subscription is closed and
 // every stored message is discarded. It is idempotent.
@@ -175,7 +185,7 @@ func (b *Broker) topicLocked(name string) *topic {
 	return t
 }
 
-// publish stores copies of msgs, which Prepare has validated.
+// publish stores copies of msgs, which the portable side has validated.
 func (b *Broker) publish(topicName string, msgs []*bus.Message) error {
 	stored := make([]*bus.Message, len(msgs))
 	for i, m := range msgs {
@@ -245,217 +255,145 @@ func (b *Broker) requeueAfter(g *group, e *entry, d time.Duration) {
 	b.timers[t] = struct{}{}
 }
 
-// Client is one connection to a Broker. It implements bus.Broker.
+// Client is one connection to a Broker. It implements bus.Broker on the
+// driver layer (see package bus/driver), which owns the rules every
+// backend shares.
 type Client struct {
-	b *Broker
-
-	mu     sync.Mutex
-	subs   map[*subscription]struct{}
-	closed bool
+	*driver.Broker
 }
 
-// Publish validates msgs and stores them in every group of topic. The
-// batch is stored atomically: all messages or none.
-func (c *Client) Publish(ctx context.Context, topic string, msgs ...*bus.Message) error {
-	if err := c.check(ctx, topic); err != nil {
-		return err
-	}
-	if err := bus.Prepare(msgs, c.b.opts.limit()); err != nil {
-		return err
-	}
+// conn is the driver of one Client.
+type conn struct {
+	b *Broker
+	c *Client
+}
+
+var _ driver.Driver = (*conn)(nil)
+
+func (c *conn) Features() bus.Features { return c.b.Features() }
+
+// Send stores msgs in every group of topic. The batch is stored
+// atomically: all messages or none.
+func (c *conn) Send(ctx context.Context, topic string, msgs []*bus.Message) error {
 	return c.b.publish(topic, msgs)
 }
 
-func (c *Client) check(ctx context.Context, topic string) error {
-	c.mu.Lock()
-	closed := c.closed
-	c.mu.Unlock()
-	return bus.CheckCall(ctx, closed, topic)
-}
-
-// Subscribe joins opts.Group on topic, creating the group when it does not
-// exist. See bus.Subscriber.
-func (c *Client) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
-	if err := c.check(ctx, topic); err != nil {
-		return nil, err
-	}
-	if opts.Prefetch < 0 {
-		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("prefetch %d is negative", opts.Prefetch)}}
-	}
-	opts = opts.WithDefaults(topic)
-	// Holding c.mu keeps a racing Close from leaving a group behind.
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return nil, bus.ErrClosed
-	}
+// Subscribe joins opts.Group on topic, creating the group when it does
+// not exist.
+func (c *conn) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (driver.Subscription, error) {
 	b := c.b
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.closed {
-		b.mu.Unlock()
 		return nil, bus.ErrClosed
 	}
-	g := b.groupLocked(topic, opts.Group)
-	b.mu.Unlock()
-
-	s := &subscription{
-		c:         c,
-		g:         g,
-		topic:     topic,
-		opts:      opts,
-		window:    make(chan struct{}, opts.Prefetch),
-		done:      make(chan struct{}),
-		unsettled: map[*delivery]struct{}{},
-	}
-	c.subs[s] = struct{}{}
-	return s, nil
+	return &subscription{b: b, g: b.groupLocked(topic, opts.Group)}, nil
 }
 
-// Close closes the client's subscriptions, giving their unsettled
-// deliveries back to their groups. It is idempotent.
-func (c *Client) Close() error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil
-	}
-	c.closed = true
-	subs := c.subs
-	c.subs = nil
-	c.mu.Unlock()
-	for s := range subs {
-		s.Close()
-	}
+// Close forgets the client; the portable side has closed its
+// subscriptions, which gave back what they held.
+func (c *conn) Close(context.Context) error {
 	c.b.mu.Lock()
-	delete(c.b.conns, c)
+	delete(c.b.conns, c.c)
 	c.b.mu.Unlock()
 	return nil
 }
 
 type subscription struct {
-	c     *Client
-	g     *group
-	topic string
-	opts  bus.SubscribeOptions
-
-	window    chan struct{} // one token per unsettled delivery
-	done      chan struct{}
-	closeOnce sync.Once
-	unsettled map[*delivery]struct{} // guarded by c.b.mu
-	closed    bool                   // guarded by c.b.mu
+	b *Broker
+	g *group
 }
 
-func (s *subscription) Receive(ctx context.Context) (bus.Delivery, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	select {
-	case s.window <- struct{}{}:
-	case <-s.done:
-		return nil, bus.ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	b := s.c.b
+// Receive takes up to max entries from the group, waiting for one.
+func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery, error) {
+	b := s.b
 	for {
 		b.mu.Lock()
-		if s.closed || b.closed {
+		if b.closed {
 			b.mu.Unlock()
-			<-s.window
 			return nil, bus.ErrClosed
 		}
-		if e := s.g.ready.pop(); e != nil {
-			e.attempts++
-			d := &delivery{s: s, e: e, msg: e.msg.Clone()}
-			d.msg.Attempt = e.attempts
-			s.unsettled[d] = struct{}{}
-			s.g.unsettled++
+		if n := min(max, s.g.ready.len()); n > 0 {
+			out := make([]driver.Delivery, n)
+			for i := range out {
+				e := s.g.ready.pop()
+				e.attempts++
+				d := &delivery{s: s, e: e, msg: e.msg.Clone()}
+				d.msg.Attempt = e.attempts
+				out[i] = d
+			}
+			s.g.unsettled += n
 			b.mu.Unlock()
-			return d, nil
+			return out, nil
 		}
 		wake := s.g.wake
 		b.mu.Unlock()
 		select {
 		case <-wake:
-		case <-s.done:
 		case <-ctx.Done():
-			<-s.window
 			return nil, ctx.Err()
 		}
 	}
 }
 
-// Close gives unsettled deliveries back to the group, at its head, so they
-// are the next delivered.
-func (s *subscription) Close() error {
-	s.closeOnce.Do(func() {
-		b := s.c.b
-		b.mu.Lock()
-		s.closed = true
-		close(s.done)
-		if len(s.unsettled) > 0 && !b.closed {
-			for d := range s.unsettled {
-				s.g.ready.pushFront(d.e)
-			}
-			s.g.unsettled -= len(s.unsettled)
-			close(s.g.wake)
-			s.g.wake = make(chan struct{})
-		}
-		s.unsettled = nil
-		b.mu.Unlock()
-		s.c.mu.Lock()
-		delete(s.c.subs, s)
-		s.c.mu.Unlock()
-	})
-	return nil
-}
-
-// settle removes d from the subscription's unsettled set.
-func (s *subscription) settle(d *delivery) error {
-	b := s.c.b
+// Close gives what the subscription held back to the group, at its head
+// and in the order received, so it is the next delivered; what was never
+// handed out keeps its attempt count.
+func (s *subscription) Close(_ context.Context, unhanded, unsettled []driver.Delivery) error {
+	b := s.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if s.closed || b.closed {
-		return bus.ErrClosed
+	if b.closed {
+		return nil
 	}
-	if !d.settled.CompareAndSwap(false, true) {
-		return bus.ErrAlreadyAcked
+	back := append(unsettled, unhanded...)
+	for i := len(back) - 1; i >= 0; i-- {
+		d := back[i].(*delivery)
+		if i >= len(unsettled) {
+			d.e.attempts--
+		}
+		s.g.ready.pushFront(d.e)
 	}
-	delete(s.unsettled, d)
-	s.g.unsettled--
-	<-s.window
+	s.g.unsettled -= len(back)
+	if len(back) > 0 {
+		close(s.g.wake)
+		s.g.wake = make(chan struct{})
+	}
 	return nil
 }
 
 type delivery struct {
-	s       *subscription
-	e       *entry
-	msg     *bus.Message
-	settled atomic.Bool
+	s   *subscription
+	e   *entry
+	msg *bus.Message
 }
 
 func (d *delivery) Message() *bus.Message { return d.msg }
 
-func (d *delivery) Ack(ctx context.Context) error { return d.s.settle(d) }
+// settled takes d off the group's unsettled count.
+func (d *delivery) settled() {
+	d.s.b.mu.Lock()
+	d.s.g.unsettled--
+	d.s.b.mu.Unlock()
+}
 
-func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
-	if err := d.s.settle(d); err != nil {
-		return err
+func (d *delivery) Ack(context.Context) error {
+	d.settled()
+	return nil
+}
+
+func (d *delivery) Retry(_ context.Context, delay time.Duration, attempts int) error {
+	d.settled()
+	d.e.attempts = attempts
+	d.s.b.requeueAfter(d.s.g, d.e, delay)
+	return nil
+}
+
+func (d *delivery) DeadLetter(_ context.Context, topic string, dead *bus.Message) error {
+	d.settled()
+	if err := d.s.b.publish(topic, []*bus.Message{dead}); err != nil {
+		return fmt.Errorf("memory: dead-letter to %q: %w", topic, err)
 	}
-	s := d.s
-	if opts.Postpone {
-		d.e.attempts--
-		s.c.b.requeueAfter(s.g, d.e, opts.Delay)
-		return nil
-	}
-	if opts.DeadLetter || s.opts.Exhausted(d.e.attempts) {
-		dead := bus.DeadLetter(d.msg, s.topic, s.opts.Group, opts.Reason, time.Now())
-		if err := s.c.b.publish(s.opts.DeadLetterTopic, []*bus.Message{dead}); err != nil {
-			return fmt.Errorf("memory: dead-letter to %q: %w", s.opts.DeadLetterTopic, err)
-		}
-		return nil
-	}
-	s.c.b.requeueAfter(s.g, d.e, opts.Delay)
 	return nil
 }
 

@@ -97,6 +97,7 @@ func Run(t *testing.T, cfg Config) {
 		{"NackDelayDoesNotBlock", s.testNackDelayDoesNotBlock},
 		{"DeadLetterAfterMaxAttempts", s.testDeadLetterAfterMaxAttempts},
 		{"DeadLetterAtOnce", s.testDeadLetterAtOnce},
+		{"DeadLetterWinsOverPostpone", s.testDeadLetterWinsOverPostpone},
 		{"PostponeKeepsAttempt", s.testPostponeKeepsAttempt},
 		{"OrderPerKey", s.testOrderPerKey},
 		{"PrefetchWindow", s.testPrefetchWindow},

@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/leak"
 )
 
 func (s *suite) testRoundTrip(t *testing.T) {
@@ -237,7 +236,7 @@ func (s *suite) testNackDelayDoesNotBlock(t *testing.T) {
 
 // deadLetters subscribes to the default group of topic's dead-letter topic.
 func (s *suite) deadLetters(t *testing.T, b bus.Subscriber, topic string) bus.Subscription {
-	return s.subscribe(t, b, bus.SubscribeOptions{}.WithDefaults(topic).DeadLetterTopic, bus.SubscribeOptions{})
+	return s.subscribe(t, b, bus.DeadLetterTopic(topic), bus.SubscribeOptions{})
 }
 
 func checkDeadLetter(t *testing.T, got, sent *bus.Message, topic, group, reason string, attempts int) {
@@ -314,6 +313,23 @@ func (s *suite) testDeadLetterAtOnce(t *testing.T) {
 	checkDeadLetter(t, got.Message(), m, topic, bus.DefaultGroup, "payload does not decode", 1)
 	ack(t, got)
 	s.expectNothing(t, sub, 300*time.Millisecond)
+}
+
+// A Nack that asks both to postpone and to dead-letter dead-letters: the
+// explicit end wins, and the message is kept with its reason.
+func (s *suite) testDeadLetterWinsOverPostpone(t *testing.T) {
+	b := s.connect(t)
+	topic := s.topic(t)
+	sub := s.subscribe(t, b, topic, bus.SubscribeOptions{MaxAttempts: 10})
+	dlq := s.deadLetters(t, b, topic)
+	m := bus.NewMessage([]byte("both"))
+	s.publish(t, b, topic, m)
+	d := s.receive(t, sub)
+	nack(t, d, bus.NackOptions{DeadLetter: true, Postpone: true, Delay: 100 * time.Millisecond, Reason: errors.New("refused for good")})
+	got := s.receive(t, dlq)
+	checkDeadLetter(t, got.Message(), m, topic, bus.DefaultGroup, "refused for good", 1)
+	ack(t, got)
+	s.expectNothing(t, sub, 500*time.Millisecond)
 }
 
 func (s *suite) testPostponeKeepsAttempt(t *testing.T) {
@@ -468,7 +484,7 @@ func waitErr(t *testing.T, res <-chan error) error {
 }
 
 func (s *suite) testNoGoroutineLeft(t *testing.T) {
-	before := goleak.IgnoreCurrent()
+	before := leak.Take()
 	func() {
 		b := s.cfg.Connect(t)
 		defer b.Close()
@@ -497,13 +513,8 @@ func (s *suite) testNoGoroutineLeft(t *testing.T) {
 	}()
 	// Patience for clients whose background goroutines end a moment after
 	// Close returns, on a loaded machine; a real leak outlasts it.
-	err := goleak.Find(before)
-	for deadline := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(deadline); {
-		time.Sleep(200 * time.Millisecond)
-		err = goleak.Find(before)
-	}
-	if err != nil {
-		t.Fatalf("goroutines left after Close: %v", err)
+	if left := before.Since(leak.Patience); len(left) > 0 {
+		t.Fatalf("%d goroutine(s) left after Close:\n\n%s", len(left), strings.Join(left, "\n\n"))
 	}
 }
 
