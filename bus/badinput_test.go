@@ -34,24 +34,3 @@ func TestParseURLPasswordWithDelimiters(t *testing.T) {
 		}
 	}
 }
-
-// Prepare refuses a batch with an invalid header name as a whole, naming
-// the message.
-func TestPrepareRefusesInvalidHeaders(t *testing.T) {
-	for _, name := range []string{"", strings.Repeat("x", bus.MaxHeaderName+1), "omnibus-id", "omnibus-key",
-		"omnibus-published-ns", "omnibus-published-at", "omnibus-attempt", "omnibus-due"} {
-		ok := &bus.Message{Body: []byte("ok")}
-		bad := &bus.Message{Headers: bus.Headers{name: "v"}}
-		err := bus.Prepare([]*bus.Message{ok, bad}, 0)
-		if !errors.Is(err, bus.ErrInvalidMessage) || !strings.Contains(err.Error(), "message 1") {
-			t.Errorf("header %.20q: Prepare = %v, want ErrInvalidMessage naming message 1", name, err)
-		}
-		if ok.ID != "" {
-			t.Errorf("header %.20q: Prepare filled in the ID of a refused batch", name)
-		}
-	}
-	fine := &bus.Message{Headers: bus.Headers{strings.Repeat("x", bus.MaxHeaderName): "\xff", "\xfe": "", bus.HeaderTask: "t", bus.HeaderError: "e"}}
-	if err := bus.Prepare([]*bus.Message{fine}, 0); err != nil {
-		t.Errorf("Prepare = %v, want nil", err)
-	}
-}

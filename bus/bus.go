@@ -2,8 +2,6 @@ package bus
 
 import (
 	"context"
-	"fmt"
-	"strconv"
 	"time"
 )
 
@@ -119,19 +117,6 @@ type NackOptions struct {
 // SubscribeOptions.DeadLetterTopic is empty: "<topic>.dlq".
 func DeadLetterTopic(topic string) string { return topic + ".dlq" }
 
-// CheckCall returns the error every Publish and Subscribe starts with, so
-// that backends agree on it: ErrClosed when the client is closed, an
-// ErrInvalidMessage for an empty topic name, or ctx's error.
-func CheckCall(ctx context.Context, closed bool, topic string) error {
-	if closed {
-		return ErrClosed
-	}
-	if topic == "" {
-		return fmt.Errorf("%w: empty topic name", ErrInvalidMessage)
-	}
-	return ctx.Err()
-}
-
 // DefaultGroup is the group used when SubscribeOptions.Group is empty.
 const DefaultGroup = "default"
 
@@ -153,58 +138,6 @@ type SubscribeOptions struct {
 	// DeadLetterTopic receives messages that ran out of attempts, or that
 	// a Nack dead-lettered. Default DeadLetterTopic(topic).
 	DeadLetterTopic string
-}
-
-// WithDefaults returns opts with every zero field set to its default.
-// Adapters call it once in Subscribe.
-func (o SubscribeOptions) WithDefaults(topic string) SubscribeOptions {
-	if o.Group == "" {
-		o.Group = DefaultGroup
-	}
-	if o.Prefetch <= 0 {
-		o.Prefetch = 1
-	}
-	if o.MaxAttempts == 0 {
-		o.MaxAttempts = DefaultMaxAttempts
-	}
-	if o.DeadLetterTopic == "" {
-		o.DeadLetterTopic = topic + ".dlq"
-	}
-	return o
-}
-
-// Exhausted reports whether a failed delivery with the given attempt number
-// has used up its attempts.
-func (o SubscribeOptions) Exhausted(attempt int) bool {
-	return o.MaxAttempts > 0 && attempt >= o.MaxAttempts
-}
-
-// DeadLetter returns the copy of m that a backend stores in the dead-letter
-// topic: the same ID, key and body, with the reason, the attempt count and
-// the origin recorded in its headers.
-func DeadLetter(m *Message, topic, group string, reason error, at time.Time) *Message {
-	d := m.Clone()
-	if d.Headers == nil {
-		d.Headers = Headers{}
-	}
-	// A message from another producer may carry headers Publish refuses;
-	// they must not keep it from its dead-letter topic.
-	for k := range d.Headers {
-		if CheckHeader(k) != nil {
-			delete(d.Headers, k)
-		}
-	}
-	msg := "nack"
-	if reason != nil {
-		msg = reason.Error()
-	}
-	d.Headers[HeaderError] = msg
-	d.Headers[HeaderAttempts] = strconv.Itoa(m.Attempt)
-	d.Headers[HeaderOriginTopic] = topic
-	d.Headers[HeaderOriginGroup] = group
-	d.Headers[HeaderDeadLetteredAt] = at.UTC().Format(time.RFC3339Nano)
-	d.Attempt = 0
-	return d
 }
 
 // Features describe what a backend guarantees; the conformance suite reads

@@ -10,32 +10,6 @@ import (
 	"github.com/omnibus-mq/omnibus/bus"
 )
 
-func TestPrepare(t *testing.T) {
-	ok := &bus.Message{Body: []byte("fine")}
-	big := &bus.Message{Body: make([]byte, 100)}
-	err := bus.Prepare([]*bus.Message{ok, big}, 50)
-	var se *bus.SizeError
-	if !errors.As(err, &se) || !errors.Is(err, bus.ErrTooLarge) || se.Index != 1 || se.Size != 100 || se.Limit != 50 {
-		t.Fatalf("Prepare = %v, want SizeError{1, 100, 50}", err)
-	}
-	if ok.ID != "" {
-		t.Fatal("a refused batch had IDs assigned")
-	}
-	if err := bus.Prepare([]*bus.Message{ok, nil}, 0); !errors.Is(err, bus.ErrInvalidMessage) {
-		t.Fatalf("Prepare with nil = %v, want ErrInvalidMessage", err)
-	}
-	keep := &bus.Message{ID: "given", PublishedAt: time.Unix(1, 0)}
-	if err := bus.Prepare([]*bus.Message{ok, keep, big}, 0); err != nil {
-		t.Fatal(err)
-	}
-	if ok.ID == "" || ok.PublishedAt.IsZero() {
-		t.Fatal("Prepare did not assign ID and PublishedAt")
-	}
-	if keep.ID != "given" || !keep.PublishedAt.Equal(time.Unix(1, 0)) {
-		t.Fatal("Prepare overwrote a given ID or time")
-	}
-}
-
 func TestNewIDIsOrderedAndUnique(t *testing.T) {
 	seen := map[string]bool{}
 	prev := ""
@@ -99,19 +73,6 @@ func TestExponentialBackoff(t *testing.T) {
 				t.Fatalf("attempt %d: %v, want within [%v, %v]", attempt, d, want/2, want)
 			}
 		}
-	}
-}
-
-func TestSubscribeOptionsDefaults(t *testing.T) {
-	o := bus.SubscribeOptions{}.WithDefaults("sms")
-	if o.Group != bus.DefaultGroup || o.Prefetch != 1 || o.MaxAttempts != bus.DefaultMaxAttempts || o.DeadLetterTopic != "sms.dlq" {
-		t.Fatalf("defaults = %+v", o)
-	}
-	if !o.Exhausted(bus.DefaultMaxAttempts) || o.Exhausted(bus.DefaultMaxAttempts-1) {
-		t.Fatal("Exhausted disagrees with MaxAttempts")
-	}
-	if (bus.SubscribeOptions{MaxAttempts: -1}).Exhausted(1 << 30) {
-		t.Fatal("negative MaxAttempts must never be exhausted")
 	}
 }
 

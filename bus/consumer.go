@@ -65,7 +65,10 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 	if c.Subscribe.Prefetch == 0 {
 		c.Subscribe.Prefetch = c.Concurrency
 	}
-	c.Subscribe = c.Subscribe.WithDefaults(c.Topic)
+	if c.Subscribe.Group == "" {
+		// The subscriber applies the same default; set here for the logs.
+		c.Subscribe.Group = DefaultGroup
+	}
 	if c.Backoff == nil {
 		c.Backoff = ExponentialBackoff(time.Second, time.Minute)
 	}

@@ -66,37 +66,3 @@ func FuzzParseURLPassword(f *testing.F) {
 		}
 	})
 }
-
-// FuzzPrepare: Prepare never panics, and refuses a message exactly when
-// one of its header names is invalid (ErrInvalidMessage) or it is over the
-// limit (a *SizeError), filling in ID and PublishedAt otherwise.
-func FuzzPrepare(f *testing.F) {
-	f.Add("k", "v", "id", "key", []byte("body"), 100)
-	f.Add("", "v", "", "", []byte(nil), 0)
-	f.Add("omnibus-key", "x", "", "", []byte("b"), -1)
-	f.Add(strings.Repeat("n", 256), "", "", "", []byte{}, 10)
-	f.Add("\xff", "\xfe", "\x00", "k", []byte{0}, 3)
-	f.Fuzz(func(t *testing.T, name, value, id, key string, body []byte, limit int) {
-		m := &bus.Message{ID: id, Key: key, Body: body, Headers: bus.Headers{name: value}}
-		size := m.Size()
-		err := bus.Prepare([]*bus.Message{m}, limit)
-		herr := bus.CheckHeader(name)
-		var se *bus.SizeError
-		switch {
-		case herr != nil:
-			if !errors.Is(err, bus.ErrInvalidMessage) {
-				t.Fatalf("header %q (%v): Prepare = %v, want ErrInvalidMessage", name, herr, err)
-			}
-		case limit > 0 && size > limit:
-			if !errors.As(err, &se) || !errors.Is(err, bus.ErrTooLarge) || se.Size != size || se.Limit != limit {
-				t.Fatalf("size %d limit %d: Prepare = %v, want a SizeError", size, limit, err)
-			}
-		case err != nil:
-			t.Fatalf("Prepare = %v, want nil", err)
-		default:
-			if m.ID == "" || m.PublishedAt.IsZero() || (id != "" && m.ID != id) {
-				t.Fatalf("Prepare left ID %q PublishedAt %v", m.ID, m.PublishedAt)
-			}
-		}
-	})
-}

@@ -1,12 +1,12 @@
 package bus
 
 import (
-	"errors"
-	"fmt"
 	"maps"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/omnibus-mq/omnibus/internal/wire"
 )
 
 // Message is the unit that travels through a broker.
@@ -84,83 +84,24 @@ const (
 	// HeaderCorrelationID links a message to the request that caused it.
 	HeaderCorrelationID = "correlation-id"
 	// HeaderTask names the task a message runs (task layer).
-	HeaderTask = "omnibus-task"
+	HeaderTask = wire.Task
 
 	// HeaderError is the error of the last failed attempt.
-	HeaderError = "omnibus-error"
+	HeaderError = wire.Error
 	// HeaderAttempts is the number of attempts made before dead-lettering.
-	HeaderAttempts = "omnibus-attempts"
+	HeaderAttempts = wire.Attempts
 	// HeaderOriginTopic and HeaderOriginGroup say where a dead-lettered
 	// message was consumed.
-	HeaderOriginTopic = "omnibus-origin-topic"
-	HeaderOriginGroup = "omnibus-origin-group"
+	HeaderOriginTopic = wire.OriginTopic
+	HeaderOriginGroup = wire.OriginGroup
 	// HeaderDeadLetteredAt is the RFC 3339 time of dead-lettering.
-	HeaderDeadLetteredAt = "omnibus-dead-lettered-at"
+	HeaderDeadLetteredAt = wire.DeadLetteredAt
 )
 
 // MaxHeaderName is the longest header name, in bytes, that every backend
-// carries (an AMQP table key is a short string).
+// carries (an AMQP table key is a short string). Publish refuses longer
+// names, empty ones, and those that backends use on the wire for a
+// message's own fields ("omnibus-id", "omnibus-key",
+// "omnibus-published-ns", "omnibus-published-at", "omnibus-attempt",
+// "omnibus-due"), with ErrInvalidMessage.
 const MaxHeaderName = 255
-
-// wireHeaders are the names backends use on the wire for Message fields
-// (ID, Key, PublishedAt, Attempt) and for retry bookkeeping. A header of
-// one of these names would be taken for the field on receipt, or dropped.
-var wireHeaders = map[string]bool{
-	"omnibus-id":           true,
-	"omnibus-key":          true,
-	"omnibus-published-ns": true,
-	"omnibus-published-at": true,
-	"omnibus-attempt":      true,
-	"omnibus-due":          true,
-}
-
-// CheckHeader returns why a header name cannot be published, or nil. A
-// name is invalid when it is empty, longer than MaxHeaderName bytes, or
-// one that a backend uses for a Message field ("omnibus-id",
-// "omnibus-key", "omnibus-published-ns", "omnibus-published-at",
-// "omnibus-attempt", "omnibus-due"). Header values may be any bytes; their
-// size counts towards the message size limit.
-func CheckHeader(name string) error {
-	switch {
-	case name == "":
-		return errors.New("empty header name")
-	case len(name) > MaxHeaderName:
-		return fmt.Errorf("header name of %d bytes, over %d", len(name), MaxHeaderName)
-	case wireHeaders[name]:
-		return fmt.Errorf("header %q is reserved for a message field", name)
-	}
-	return nil
-}
-
-// Prepare validates a batch before it is published and fills in the fields
-// Publish assigns (ID, PublishedAt). Every Publisher calls it first, so a
-// batch is refused whole, before anything is sent, when any message in it
-// is nil or has a header CheckHeader refuses (ErrInvalidMessage), or is
-// larger than maxSize bytes (a *SizeError; maxSize <= 0 means no limit).
-func Prepare(msgs []*Message, maxSize int) error {
-	now := time.Now()
-	for i, m := range msgs {
-		if m == nil {
-			return fmt.Errorf("%w: message %d is nil", ErrInvalidMessage, i)
-		}
-		for k := range m.Headers {
-			if err := CheckHeader(k); err != nil {
-				return fmt.Errorf("%w: message %d: %v", ErrInvalidMessage, i, err)
-			}
-		}
-		if maxSize > 0 {
-			if n := m.Size(); n > maxSize {
-				return &SizeError{Index: i, Size: n, Limit: maxSize}
-			}
-		}
-	}
-	for _, m := range msgs {
-		if m.ID == "" {
-			m.ID = NewID()
-		}
-		if m.PublishedAt.IsZero() {
-			m.PublishedAt = now
-		}
-	}
-	return nil
-}

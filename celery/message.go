@@ -16,12 +16,13 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/wire"
 )
 
 // HeaderTyped lists, comma-separated, the headers whose values are JSON
 // text standing for typed values. The RabbitMQ adapter reads and writes
 // the same name.
-const HeaderTyped = "omnibus-typed-headers"
+const HeaderTyped = wire.Typed
 
 // Header names of Celery's protocol version 2.
 const (

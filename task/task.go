@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/wire"
 )
 
 // Errors of the task layer, matched with errors.Is.
@@ -26,10 +27,10 @@ var (
 // Headers the task layer adds to its messages. The task's name travels in
 // bus.HeaderTask and its id is the message ID.
 const (
-	HeaderETA     = "omnibus-eta"     // RFC 3339 time before which it must not run
-	HeaderExpires = "omnibus-expires" // RFC 3339 time after which it must not run
+	HeaderETA     = wire.ETA     // RFC 3339 time before which it must not run
+	HeaderExpires = wire.Expires // RFC 3339 time after which it must not run
 	// HeaderPriority is carried for backends and peers that order by it.
-	HeaderPriority = "omnibus-priority"
+	HeaderPriority = wire.Priority
 )
 
 // DefaultQueue is the queue (topic) of tasks defined without Queue.

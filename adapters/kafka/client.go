@@ -17,6 +17,7 @@ import (
 	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // ErrNoTopic reports a topic that does not exist while Options.NoTopicCreation
@@ -28,10 +29,17 @@ var ErrNoTopic = errors.New("kafka: topic does not exist")
 // settled. The message is delivered again, to the partition's new owner.
 var ErrRevoked = errors.New("kafka: partition revoked; the message will be redelivered")
 
-// Client is a connection to a Kafka cluster. It implements bus.Broker: it
-// publishes, and its subscriptions are members of Kafka consumer groups.
-// It is safe for concurrent use.
+// Client is a connection to a Kafka cluster. It implements bus.Broker on
+// the driver layer (see package bus/driver): it publishes, and its
+// subscriptions are members of Kafka consumer groups. It is safe for
+// concurrent use.
 type Client struct {
+	*driver.Broker
+	c *conn
+}
+
+// conn is the driver of a Client.
+type conn struct {
 	opts   Options
 	addr   net.Addr
 	tr     *kgo.Transport // admin requests and offset commits
@@ -44,7 +52,6 @@ type Client struct {
 	cancel context.CancelFunc
 
 	mu     sync.Mutex
-	closed bool
 	subs   map[*subscription]struct{}
 	topics map[string]*topicState
 }
@@ -59,6 +66,7 @@ type topicState struct {
 var (
 	_ bus.Broker          = (*Client)(nil)
 	_ bus.FeatureReporter = (*Client)(nil)
+	_ driver.Driver       = (*conn)(nil)
 )
 
 // New validates opts, connects to the cluster and returns a Client. It
@@ -73,7 +81,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	mech, _ := opts.SASL.mechanism()
 
 	bg, cancel := context.WithCancel(context.Background())
-	c := &Client{
+	c := &conn{
 		opts:   opts,
 		addr:   kgo.TCP(opts.Brokers...),
 		ctx:    bg,
@@ -94,7 +102,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	dctx, dcancel := context.WithTimeout(ctx, opts.DialTimeout)
 	defer dcancel()
 	if _, err := c.admin.ApiVersions(dctx, &kgo.ApiVersionsRequest{}); err != nil {
-		c.shutdown()
+		c.shutdown(context.Background())
 		if ctx.Err() != nil {
 			// The caller gave up first; say so as well.
 			return nil, fmt.Errorf("%w: kafka %s: %w", bus.ErrUnreachable, strings.Join(opts.Brokers, ","), ctx.Err())
@@ -104,11 +112,11 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	// The producer connects when it first has something to send.
 	prod, err := franz.NewClient(c.producerOptions()...)
 	if err != nil {
-		c.shutdown()
+		c.shutdown(context.Background())
 		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("producer: %w", err)}}
 	}
 	c.prod = prod
-	return c, nil
+	return &Client{Broker: driver.New(c, driver.Options{Logger: opts.Logger, Name: "kafka"}), c: c}, nil
 }
 
 // producerOptions configure the franz-go client that writes every record:
@@ -119,7 +127,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 // have up to five produce requests in flight without reordering. Kafka 3.0
 // and later allow it to any principal that may write to a topic; earlier
 // versions ask for IDEMPOTENT_WRITE on the cluster.
-func (c *Client) producerOptions() []franz.Opt {
+func (c *conn) producerOptions() []franz.Opt {
 	o := c.opts
 	codec, _ := compression(o.Compression)
 	return append(c.connOptions(),
@@ -141,7 +149,7 @@ func (c *Client) producerOptions() []franz.Opt {
 // a subscription from start (kgo.FirstOffset: the partition's earliest
 // offset), outside any group: the subscription's kafka-go ConsumerGroup
 // assigns the partitions and the subscription commits their offsets.
-func (c *Client) fetchOptions(topic string, partition int, start int64) []franz.Opt {
+func (c *conn) fetchOptions(topic string, partition int, start int64) []franz.Opt {
 	o := c.opts
 	at := franz.NewOffset().AtStart()
 	if start >= 0 {
@@ -160,7 +168,7 @@ func (c *Client) fetchOptions(topic string, partition int, start int64) []franz.
 
 // connOptions are the franz-go options of every connection: brokers,
 // client ID, TLS and SASL.
-func (c *Client) connOptions() []franz.Opt {
+func (c *conn) connOptions() []franz.Opt {
 	o := c.opts
 	opts := []franz.Opt{
 		franz.SeedBrokers(o.Brokers...),
@@ -188,7 +196,7 @@ const metadataMinAge = 250 * time.Millisecond
 // acknowledged, retries included.
 const deliveryTimeouts = 3
 
-func (c *Client) transport(ctx context.Context, topics []string) *kgo.Transport {
+func (c *conn) transport(ctx context.Context, topics []string) *kgo.Transport {
 	mech, _ := c.opts.SASL.mechanism()
 	return &kgo.Transport{
 		Dial:           (&net.Dialer{Timeout: c.opts.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
@@ -203,7 +211,7 @@ func (c *Client) transport(ctx context.Context, topics []string) *kgo.Transport 
 
 // dialError classifies a failure to reach the cluster. Its text names the
 // broker addresses only: credentials never appear in it.
-func (c *Client) dialError(err error) error {
+func (c *conn) dialError(err error) error {
 	brokers := strings.Join(c.opts.Brokers, ",")
 	if isAuthError(err) {
 		return fmt.Errorf("%w: kafka %s: %v", bus.ErrAuth, brokers, err)
@@ -264,7 +272,7 @@ func classify(err error) error {
 //   - NackDelay: delays are kept by the retry topics (or in place with
 //     Options.BlockingRetry, which holds back the partition meanwhile).
 //   - MaxMessageSize: Options.MaxMessageSize.
-func (c *Client) Features() bus.Features {
+func (c *conn) Features() bus.Features {
 	return bus.Features{
 		OrderedPerKey:  true,
 		Persistent:     true,
@@ -273,7 +281,7 @@ func (c *Client) Features() bus.Features {
 	}
 }
 
-// Publish sends msgs to topic and returns once the partition leaders have
+// Send sends msgs to topic and returns once the partition leaders have
 // them from every in-sync replica (acks=all). Messages of one call travel
 // together, in one batch per partition, beside those of concurrent calls;
 // a message's Key picks its partition. The topic is created on first use
@@ -283,18 +291,9 @@ func (c *Client) Features() bus.Features {
 // way may still arrive. The producer is idempotent, so its own retries
 // write nothing twice; a message published again after an error may be
 // delivered twice, and consumers can use the message ID to notice.
-func (c *Client) Publish(ctx context.Context, topic string, msgs ...*bus.Message) error {
-	if err := c.check(ctx); err != nil {
-		return err
-	}
+func (c *conn) Send(ctx context.Context, topic string, msgs []*bus.Message) error {
 	if err := validTopic(topic); err != nil {
 		return fmt.Errorf("%w: %v", bus.ErrInvalidMessage, err)
-	}
-	if err := bus.Prepare(msgs, c.opts.MaxMessageSize); err != nil {
-		return err
-	}
-	if len(msgs) == 0 {
-		return nil
 	}
 	if _, err := c.ensureTopic(ctx, topic, 0); err != nil {
 		return err
@@ -343,7 +342,7 @@ func (p topicPartitioner) Partition(r *franz.Record, n int) int {
 
 // write produces records, all to topic, and waits for their
 // acknowledgements or for ctx to end.
-func (c *Client) write(ctx context.Context, topic string, records []*franz.Record) error {
+func (c *conn) write(ctx context.Context, topic string, records []*franz.Record) error {
 	err := c.produce(ctx, topic, records)
 	if pe, ok := err.(*bus.PublishError); ok {
 		pe.Err = classify(pe.Err)
@@ -352,7 +351,7 @@ func (c *Client) write(ctx context.Context, topic string, records []*franz.Recor
 	return classify(err)
 }
 
-func (c *Client) produce(ctx context.Context, topic string, records []*franz.Record) error {
+func (c *conn) produce(ctx context.Context, topic string, records []*franz.Record) error {
 	// ProduceSync sends the partitions' batches as soon as the records are
 	// buffered instead of letting them linger, since its caller waits. It
 	// runs apart so that Publish can return when ctx ends: an idempotent
@@ -415,21 +414,11 @@ func (c *Client) produce(ctx context.Context, topic string, records []*franz.Rec
 	return &bus.PublishError{Unconfirmed: idx, Err: fmt.Errorf("kafka: produce to %q: %w", topic, first)}
 }
 
-func (c *Client) check(ctx context.Context) error {
-	c.mu.Lock()
-	closed := c.closed
-	c.mu.Unlock()
-	if closed {
-		return bus.ErrClosed
-	}
-	return ctx.Err()
-}
-
 // ensureTopic returns the partition count of topic, creating the topic with
 // partitions partitions (0: Options.Partitions) when it is missing and
 // creation is on. Concurrent calls for one topic share one lookup; a
 // failed lookup is forgotten, so the next call tries again.
-func (c *Client) ensureTopic(ctx context.Context, topic string, partitions int) (int, error) {
+func (c *conn) ensureTopic(ctx context.Context, topic string, partitions int) (int, error) {
 	c.mu.Lock()
 	ts, ok := c.topics[topic]
 	if !ok {
@@ -459,7 +448,7 @@ func (c *Client) ensureTopic(ctx context.Context, topic string, partitions int) 
 	}
 }
 
-func (c *Client) lookupTopic(ctx context.Context, topic string, partitions int) (int, error) {
+func (c *conn) lookupTopic(ctx context.Context, topic string, partitions int) (int, error) {
 	if n, err := c.cachedPartitions(ctx, topic, false); err != nil || n > 0 {
 		return n, err
 	}
@@ -503,7 +492,7 @@ func (c *Client) lookupTopic(ctx context.Context, topic string, partitions int) 
 // cachedPartitions asks the transport's metadata cache for topic. With
 // refresh, a topic missing from the cache is fetched from the cluster.
 // It returns 0 for a topic the cache does not know.
-func (c *Client) cachedPartitions(ctx context.Context, topic string, refresh bool) (int, error) {
+func (c *conn) cachedPartitions(ctx context.Context, topic string, refresh bool) (int, error) {
 	r, err := c.tr.RoundTrip(ctx, c.addr, &metadata.Request{TopicNames: []string{topic}, AllowAutoTopicCreation: refresh})
 	if err != nil {
 		return 0, fmt.Errorf("kafka: metadata of %q: %w", topic, err)
@@ -513,7 +502,7 @@ func (c *Client) cachedPartitions(ctx context.Context, topic string, refresh boo
 
 // freshPartitions asks the cluster, bypassing the shared cache, with a
 // transport that lives for this one lookup.
-func (c *Client) freshPartitions(ctx context.Context, topic string) (int, error) {
+func (c *conn) freshPartitions(ctx context.Context, topic string) (int, error) {
 	tctx, cancel := context.WithCancel(c.ctx)
 	tr := c.transport(tctx, []string{topic})
 	defer func() {
@@ -557,14 +546,7 @@ func partitionsOf(r protocol.Message, topic string) (int, error) {
 // all the same and finishes joining in the background; either way it
 // receives every message published after Subscribe returns, because a
 // group new to a topic starts at the topic's earliest offset.
-func (c *Client) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
-	if err := c.check(ctx); err != nil {
-		return nil, err
-	}
-	if opts.Prefetch < 0 {
-		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("prefetch %d is negative", opts.Prefetch)}}
-	}
-	opts = opts.WithDefaults(topic)
+func (c *conn) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (driver.Subscription, error) {
 	var problems []error
 	if err := validTopic(topic); err != nil {
 		problems = append(problems, err)
@@ -582,10 +564,6 @@ func (c *Client) Subscribe(ctx context.Context, topic string, opts bus.Subscribe
 	}
 	s := newSubscription(c, topic, opts)
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil, bus.ErrClosed
-	}
 	c.subs[s] = struct{}{}
 	c.mu.Unlock()
 	s.start()
@@ -594,64 +572,46 @@ func (c *Client) Subscribe(ctx context.Context, topic string, opts bus.Subscribe
 	case <-s.joined:
 		return s, nil
 	case err := <-s.fatal:
-		s.Close()
+		s.Close(ctx, nil, nil)
 		return nil, err
-	case <-s.done:
-		return nil, bus.ErrClosed
 	case <-ctx.Done():
 		if err := s.joinError(ctx.Err()); err != nil {
-			s.Close()
+			s.Close(ctx, nil, nil)
 			return nil, err
 		}
 		return s, nil
 	}
 }
 
-func (c *Client) forget(s *subscription) {
+func (c *conn) forget(s *subscription) {
 	c.mu.Lock()
 	delete(c.subs, s)
 	c.mu.Unlock()
 }
 
-// Close closes every subscription (their unsettled deliveries go back to
-// the group), waits for publishes under way, and disconnects. It is
-// idempotent.
-func (c *Client) Close() error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil
-	}
-	c.closed = true
-	subs := make([]*subscription, 0, len(c.subs))
-	for s := range c.subs {
-		subs = append(subs, s)
-	}
-	c.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, s := range subs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.Close()
-		}()
-	}
-	wg.Wait()
-	c.shutdown()
-	return nil
+// Close flushes what the producer still holds, within ctx and
+// Options.WriteTimeout, and disconnects; the portable side has closed the
+// subscriptions, whose unsettled deliveries went back to the group.
+func (c *conn) Close(ctx context.Context) error {
+	return c.shutdown(ctx)
 }
 
-func (c *Client) shutdown() {
+func (c *conn) shutdown(ctx context.Context) error {
+	var err error
 	if c.prod != nil {
-		// Publishes under way get their answers, for a while: records
-		// still unacknowledged then fail with bus.ErrClosed.
-		ctx, cancel := context.WithTimeout(context.Background(), c.opts.WriteTimeout)
-		c.prod.Flush(ctx)
+		// Records still unacknowledged after the flush fail with
+		// bus.ErrClosed.
+		fctx, cancel := context.WithTimeout(ctx, c.opts.WriteTimeout)
+		err = c.prod.Flush(fctx)
 		cancel()
 		c.prod.Close()
+		if err != nil {
+			err = fmt.Errorf("kafka: flushing the producer at close: %w", err)
+		}
 	}
 	c.tr.CloseIdleConnections()
 	c.cancel()
+	return err
 }
 
 // validTopic applies Kafka's rules for topic names.

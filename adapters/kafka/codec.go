@@ -10,22 +10,24 @@ import (
 	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
+	"github.com/omnibus-mq/omnibus/internal/wire"
 )
 
 // Record headers this package writes besides the message's own headers.
 // Received messages have them removed from bus.Message.Headers.
 const (
 	// HeaderID carries bus.Message.ID.
-	HeaderID = "omnibus-id"
+	HeaderID = wire.ID
 	// HeaderPublishedAt carries bus.Message.PublishedAt in Unix
 	// nanoseconds, because a Kafka record timestamp has milliseconds only.
 	// Records without it get PublishedAt from the record timestamp.
-	HeaderPublishedAt = "omnibus-published-ns"
+	HeaderPublishedAt = wire.Published
 	// HeaderAttempt is the delivery number of a record in a retry topic.
-	HeaderAttempt = "omnibus-attempt"
+	HeaderAttempt = wire.Attempt
 	// HeaderDue is when a record in a retry topic is due, in Unix
 	// milliseconds.
-	HeaderDue = "omnibus-due"
+	HeaderDue = wire.Due
 )
 
 // maxErrorHeader bounds the error text kept in a dead letter, so that a
@@ -86,7 +88,7 @@ func decode(r kgo.Message) (m *bus.Message, attempt int, due time.Time) {
 	own := 0
 	for _, h := range r.Headers {
 		switch h.Key {
-		case HeaderID, HeaderPublishedAt, HeaderAttempt, HeaderDue:
+		case HeaderID, HeaderPublishedAt, wire.PublishedOld, HeaderAttempt, HeaderDue:
 			own++
 		}
 	}
@@ -95,9 +97,9 @@ func decode(r kgo.Message) (m *bus.Message, attempt int, due time.Time) {
 		switch h.Key {
 		case HeaderID:
 			m.ID = string(h.Value)
-		case HeaderPublishedAt:
-			if ns, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil {
-				m.PublishedAt = time.Unix(0, ns)
+		case HeaderPublishedAt, wire.PublishedOld:
+			if t, ok := wire.ParseTime(string(h.Value)); ok {
+				m.PublishedAt = t
 			}
 		case HeaderAttempt:
 			if n, err := strconv.Atoi(string(h.Value)); err == nil && n > 0 {
@@ -110,7 +112,7 @@ func decode(r kgo.Message) (m *bus.Message, attempt int, due time.Time) {
 		default:
 			// Headers Publish would refuse (empty or too long names,
 			// names of message fields) come only from other producers.
-			if bus.CheckHeader(h.Key) == nil {
+			if driver.CheckHeader(h.Key) == nil {
 				m.Headers[h.Key] = string(h.Value)
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // Delivery states, guarded by subscription.mu.
@@ -35,18 +36,34 @@ type delivery struct {
 	state int
 }
 
-var _ bus.Delivery = (*delivery)(nil)
+var (
+	_ driver.Delivery = (*delivery)(nil)
+	_ driver.HandOff  = (*delivery)(nil)
+)
 
 func (d *delivery) Message() *bus.Message { return d.msg }
 
+// HandOff marks the delivery handed out, or drops it when its partition
+// went to another member while it waited.
+func (d *delivery) HandOff() bool {
+	s, p := d.s, d.p
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.revoked {
+		return false
+	}
+	d.state = stateOut
+	p.out[d] = struct{}{}
+	d.e.deliveries++
+	if end := d.e.offset + 1; end > p.delivered {
+		p.delivered = end
+	}
+	return true
+}
+
 // settleable says whether d may be settled now; callers hold s.mu.
 func (d *delivery) settleable() error {
-	switch {
-	case d.state == stateSettled || d.state == stateSettling:
-		return bus.ErrAlreadyAcked
-	case d.s.closed:
-		return bus.ErrClosed
-	case d.state == stateRevoked:
+	if d.state == stateRevoked {
 		return ErrRevoked
 	}
 	return nil
@@ -69,11 +86,10 @@ func (d *delivery) Ack(ctx context.Context) error {
 
 // finish ends d's time out; callers hold s.mu.
 func (d *delivery) finish() {
-	s, p := d.s, d.p
+	p := d.p
 	d.state = stateSettled
 	delete(p.out, d)
 	p.trim()
-	<-s.window
 	select {
 	case p.g.settled <- struct{}{}:
 	default:
@@ -81,56 +97,61 @@ func (d *delivery) finish() {
 	p.signal()
 }
 
-// Nack writes the message to the group's retry topic, due after
-// opts.Delay with its attempt count raised (kept with opts.Postpone), and
-// then lets the partition's offset pass it; or, when it is to be
-// dead-lettered, to the dead-letter topic. With Options.BlockingRetry a
-// retry stays in place instead: the partition redelivers the same record
-// after the delay, and later records with its key wait for it. If the
-// write fails, the delivery stays unsettled and Nack may be called again.
-func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
+// Retry writes the message to the group's retry topic, due after delay
+// and numbered attempts+1, and then lets the partition's offset pass it.
+// With Options.BlockingRetry a retry stays in place instead: the
+// partition redelivers the same record after the delay, and later records
+// with its key wait for it.
+func (d *delivery) Retry(ctx context.Context, delay time.Duration, attempts int) error {
+	s := d.s
+	if s.c.opts.BlockingRetry {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err := d.settleable(); err != nil {
+			return err
+		}
+		if attempts < d.msg.Attempt {
+			// The commit metadata counts attempts, not deliveries.
+			d.e.deliveries--
+		}
+		again := d.again(delay, attempts+1)
+		d.finish()
+		heap.Push(&d.p.held, again)
+		return nil
+	}
+	return d.write(ctx, attempts+1, func() error { return d.retry(ctx, delay, attempts+1) })
+}
+
+// DeadLetter writes dead to the dead-letter topic, and then lets the
+// partition's offset pass the record.
+func (d *delivery) DeadLetter(ctx context.Context, topic string, dead *bus.Message) error {
+	return d.write(ctx, d.msg.Attempt, func() error { return d.deadLetter(ctx, topic, dead) })
+}
+
+// write runs a Nack's write and settles the delivery after it. When the
+// write fails, the record stays uncommitted and the subscription delivers
+// it again after a pause, numbered attempt.
+func (d *delivery) write(ctx context.Context, attempt int, w func() error) error {
 	s := d.s
 	s.mu.Lock()
 	if err := d.settleable(); err != nil {
 		s.mu.Unlock()
 		return err
 	}
-	next := d.msg.Attempt + 1
-	if opts.Postpone {
-		next = d.msg.Attempt
-	}
-	dead := !opts.Postpone && (opts.DeadLetter || s.opts.Exhausted(d.msg.Attempt))
-	if !dead && s.c.opts.BlockingRetry {
-		if opts.Postpone {
-			// The commit metadata counts attempts, not deliveries.
-			d.e.deliveries--
-		}
-		again := d.again(opts.Delay, next)
-		d.finish()
-		heap.Push(&d.p.held, again)
-		s.mu.Unlock()
-		return nil
-	}
 	d.state = stateSettling
-	s.nacking.Add(1)
 	s.mu.Unlock()
-	defer s.nacking.Done()
 
-	var err error
-	if dead {
-		err = d.deadLetter(ctx, opts.Reason)
-	} else {
-		err = d.retry(ctx, opts.Delay, next)
-	}
+	err := w()
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
-		d.state = stateOut
-		if d.p.revoked {
-			d.state = stateRevoked
+		if d.state != stateRevoked && !d.p.revoked {
+			again := d.again(redeliverPause, attempt)
+			d.state = stateSettled
 			delete(d.p.out, d)
-			<-s.window
+			s.bg.Add(1)
+			go d.redeliver(again)
 		}
 		return err
 	}
@@ -140,7 +161,29 @@ func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 	return nil
 }
 
-// again makes the in-place redelivery of a record for BlockingRetry.
+// redeliverPause is how long a record whose Nack could not be written
+// waits before the subscription delivers it again.
+const redeliverPause = time.Second
+
+// redeliver hands again to Receive once it is due, unless the partition
+// or the subscription ends first.
+func (d *delivery) redeliver(again *delivery) {
+	s := d.s
+	defer s.bg.Done()
+	t := time.NewTimer(time.Until(again.due))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.ctx.Done():
+		return
+	}
+	select {
+	case s.ready <- again:
+	case <-s.ctx.Done():
+	}
+}
+
+// again makes the in-place redelivery of a record.
 func (d *delivery) again(delay time.Duration, attempt int) *delivery {
 	m, _, _ := decode(d.rec)
 	m.Attempt = attempt
@@ -183,14 +226,12 @@ func (d *delivery) retry(ctx context.Context, delay time.Duration, attempt int) 
 	return nil
 }
 
-func (d *delivery) deadLetter(ctx context.Context, reason error) error {
+func (d *delivery) deadLetter(ctx context.Context, topic string, dead *bus.Message) error {
 	s := d.s
-	topic := s.opts.DeadLetterTopic
 	if _, err := s.c.ensureTopic(ctx, topic, 0); err != nil {
 		return err
 	}
-	dl := bus.DeadLetter(d.msg, s.topic, s.opts.Group, reason, time.Now())
-	rec := encode(topic, dl, 0, time.Time{})
+	rec := encode(topic, dead, 0, time.Time{})
 	rec.Partition = rand.Int32()
 	if err := s.c.write(ctx, topic, []*franz.Record{rec}); err != nil {
 		return fmt.Errorf("kafka: dead-letter: %w", err)

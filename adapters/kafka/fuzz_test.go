@@ -12,6 +12,7 @@ import (
 	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 	"github.com/omnibus-mq/omnibus/internal/badinput"
 )
 
@@ -64,11 +65,11 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded %+v, attempt %d, from %+v", m, attempt, r)
 		}
 		for k := range m.Headers {
-			if err := bus.CheckHeader(k); err != nil {
+			if err := driver.CheckHeader(k); err != nil {
 				t.Fatalf("decoded header %q that Publish refuses: %v", k, err)
 			}
 		}
-		if err := bus.Prepare([]*bus.Message{m}, 0); err != nil {
+		if err := driver.Prepare([]*bus.Message{m}, 0); err != nil {
 			t.Fatalf("the decoded message cannot be republished: %v", err)
 		}
 	})
@@ -82,7 +83,7 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Add("", "", "\xff", "\x00", "omnibus-error", "boom", []byte(nil), int64(-1), 3, int64(1e12))
 	f.Fuzz(func(t *testing.T, id, key, k1, v1, k2, v2 string, body []byte, ns int64, attempt int, dueMS int64) {
 		m := &bus.Message{ID: id, Key: key, Body: body, Headers: bus.Headers{k1: v1, k2: v2}, PublishedAt: time.Unix(0, ns)}
-		if bus.Prepare([]*bus.Message{m}, 0) != nil || len(m.Headers[bus.HeaderError]) > maxErrorHeader {
+		if driver.Prepare([]*bus.Message{m}, 0) != nil || len(m.Headers[bus.HeaderError]) > maxErrorHeader {
 			return
 		}
 		attempt = max(attempt, 0)

@@ -17,6 +17,7 @@ import (
 	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // A subscription is one member of a Kafka consumer group. It consumes the
@@ -24,20 +25,19 @@ import (
 //
 // Group membership is kafka-go's ConsumerGroup: each generation lists the
 // partitions this member owns. Every owned partition has a franz-go client
-// reading it, whose records become deliveries; the subscription hands them out through
-// Receive, at most Prefetch unsettled at once, from any partition and so
-// out of order across partitions. A partition's offset is committed up to
-// its first unsettled record only, so a crash or rebalance redelivers
-// everything not yet settled and never skips a record.
+// reading it, whose records become deliveries; Receive takes them from
+// any partition and so out of order across partitions. A partition's
+// offset is committed up to its first unsettled record only, so a crash or
+// rebalance redelivers everything not yet settled and never skips a
+// record.
 type subscription struct {
-	c          *Client
+	c          *conn
 	topic      string
 	retryTopic string // empty with BlockingRetry
 	groupID    string
 	opts       bus.SubscribeOptions
 	log        *slog.Logger
 
-	window chan struct{}  // one token per unsettled delivery
 	ready  chan *delivery // deliveries on their way from partitions to Receive
 	errs   chan error     // the latest lasting failure, for Receive
 	fatal  chan error     // a failure that ends the subscription before it joined
@@ -57,10 +57,9 @@ type subscription struct {
 	lastErr    error  // latest failure before the first join
 	lastLogged string // report's last logged failure, and when
 	loggedAt   time.Time
-	nacking    sync.WaitGroup // Nacks writing to a retry or dead-letter topic
 }
 
-func newSubscription(c *Client, topic string, opts bus.SubscribeOptions) *subscription {
+func newSubscription(c *conn, topic string, opts bus.SubscribeOptions) *subscription {
 	ctx, cancel := context.WithCancel(c.ctx)
 	s := &subscription{
 		c:       c,
@@ -68,7 +67,6 @@ func newSubscription(c *Client, topic string, opts bus.SubscribeOptions) *subscr
 		groupID: c.opts.GroupID(topic, opts.Group),
 		opts:    opts,
 		log:     c.opts.Logger.With("topic", topic, "group", opts.Group),
-		window:  make(chan struct{}, opts.Prefetch),
 		ready:   make(chan *delivery),
 		errs:    make(chan error, 1),
 		fatal:   make(chan error, 1),
@@ -263,57 +261,31 @@ func isNetError(err error) bool {
 	return errors.As(err, &ne)
 }
 
-// Receive returns the next delivery. See bus.Subscription.
-func (s *subscription) Receive(ctx context.Context) (bus.Delivery, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+// Receive takes up to max deliveries from the partitions, waiting for
+// one. A lasting failure of the group (refused permissions, a missing
+// topic) is returned as driver.Lasting.
+func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery, error) {
 	if err := s.failure(); err != nil {
-		return nil, err
+		return nil, driver.Lasting(err)
 	}
+	var out []driver.Delivery
 	select {
-	case s.window <- struct{}{}:
-	case <-s.done:
-		return nil, bus.ErrClosed
+	case d := <-s.ready:
+		out = append(out, d)
+	case err := <-s.errs:
+		return nil, driver.Lasting(err)
 	case <-ctx.Done():
 		return nil, ctx.Err()
-	case err := <-s.errs:
-		return nil, err
 	}
-	for {
+	for len(out) < max {
 		select {
 		case d := <-s.ready:
-			s.mu.Lock()
-			if s.closed {
-				s.mu.Unlock()
-				<-s.window
-				return nil, bus.ErrClosed
-			}
-			p := d.p
-			if p.revoked {
-				// Lost in a rebalance on its way here: its new owner has it.
-				s.mu.Unlock()
-				continue
-			}
-			d.state = stateOut
-			p.out[d] = struct{}{}
-			d.e.deliveries++
-			if end := d.e.offset + 1; end > p.delivered {
-				p.delivered = end
-			}
-			s.mu.Unlock()
-			return d, nil
-		case <-s.done:
-			<-s.window
-			return nil, bus.ErrClosed
-		case <-ctx.Done():
-			<-s.window
-			return nil, ctx.Err()
-		case err := <-s.errs:
-			<-s.window
-			return nil, err
+			out = append(out, d)
+		default:
+			return out, nil
 		}
 	}
+	return out, nil
 }
 
 func (s *subscription) failure() error {
@@ -325,16 +297,16 @@ func (s *subscription) failure() error {
 // Close leaves the group. Unsettled deliveries are not committed, so the
 // partitions' next owners receive them again; their metadata in the final
 // commit tells the next owner that they were delivered once already, so
-// that their Attempt counts on. See bus.Subscription.
-func (s *subscription) Close() error {
+// that their Attempt counts on. Deliveries never handed out were not
+// counted as delivered.
+func (s *subscription) Close(context.Context, []driver.Delivery, []driver.Delivery) error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
 		close(s.done)
 		s.mu.Unlock()
-		// Nacks under way are writing a retry or a dead letter; their
-		// offsets may still be committed.
-		s.nacking.Wait()
+		// Settlements have finished; a redelivery scheduled after a
+		// failed one ends with done.
 		s.cancel()
 		s.bg.Wait()
 		s.c.forget(s)
@@ -483,7 +455,8 @@ func (g *generation) drain() {
 }
 
 // revoke ends the generation's hold on its partitions: deliveries still
-// out can no longer be settled, and their window slots are freed.
+// out can no longer be settled, and those waiting to be handed out are
+// dropped (see HandOff).
 func (g *generation) revoke() {
 	s := g.s
 	s.mu.Lock()
@@ -494,9 +467,6 @@ func (g *generation) revoke() {
 			if d.state == stateOut {
 				d.state = stateRevoked
 				delete(p.out, d)
-				if !s.closed {
-					<-s.window
-				}
 			}
 		}
 	}

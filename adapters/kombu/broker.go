@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
@@ -59,15 +60,21 @@ const (
 )
 
 // Broker is a connection to a Redis server used as kombu's Redis
-// transport uses it. It implements bus.Broker; see the package
-// documentation for the layout and semantics.
+// transport uses it. It implements bus.Broker on the driver layer (see
+// package bus/driver); see the package documentation for the layout and
+// semantics.
 type Broker struct {
+	*driver.Broker
+	c *conn
+}
+
+// conn is the driver of a Broker.
+type conn struct {
 	opts       Options
 	rdb        *redis.Client
 	persistent bool
 
 	mu        sync.Mutex
-	closed    bool
 	subs      map[*subscription]struct{}
 	restoring bool
 	stop      chan struct{}
@@ -77,6 +84,7 @@ type Broker struct {
 var (
 	_ bus.Broker          = (*Broker)(nil)
 	_ bus.FeatureReporter = (*Broker)(nil)
+	_ driver.Driver       = (*conn)(nil)
 )
 
 // New validates opts and connects to Redis. An unreachable server fails
@@ -88,12 +96,12 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 	}
 	opts = opts.withDefaults()
 	rdb := redis.NewClient(opts.client(opts.PoolSize))
-	b := &Broker{opts: opts, rdb: rdb, subs: map[*subscription]struct{}{}, stop: make(chan struct{}), stopped: make(chan struct{})}
-	if err := b.probe(ctx); err != nil {
+	c := &conn{opts: opts, rdb: rdb, subs: map[*subscription]struct{}{}, stop: make(chan struct{}), stopped: make(chan struct{})}
+	if err := c.probe(ctx); err != nil {
 		rdb.Close()
 		return nil, err
 	}
-	return b, nil
+	return &Broker{Broker: driver.New(c, driver.Options{Logger: opts.Logger, Name: "kombu"}), c: c}, nil
 }
 
 func (o Options) client(poolSize int) *redis.Options {
@@ -107,7 +115,7 @@ func (o Options) endpoint() redisconn.Endpoint {
 	return redisconn.Endpoint{Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB, TLS: o.TLS}
 }
 
-func (b *Broker) probe(ctx context.Context) error {
+func (b *conn) probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, b.opts.DialTimeout)
 	defer cancel()
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
@@ -149,7 +157,7 @@ func atLeast(version string, major, minor int) bool {
 // Features: a queue is one Redis list read in order, so a single consumer
 // with prefetch 1 sees publish order; Nack delays are kept in a sorted set.
 // Persistent follows the server's appendonly setting, read at New.
-func (b *Broker) Features() bus.Features {
+func (b *conn) Features() bus.Features {
 	return bus.Features{
 		OrderedPerKey:  true,
 		Persistent:     b.persistent,
@@ -159,38 +167,22 @@ func (b *Broker) Features() bus.Features {
 }
 
 // Client returns the Broker's go-redis client. It belongs to the Broker.
-func (b *Broker) Client() *redis.Client { return b.rdb }
+func (b *Broker) Client() *redis.Client { return b.c.rdb }
 
-func (b *Broker) key(name string) string { return b.opts.KeyPrefix + name }
+func (b *conn) key(name string) string { return b.opts.KeyPrefix + name }
 
 // queueKey is the list of queue for priority step pri, as kombu names it.
-func (b *Broker) queueKey(queue string, pri int) string {
+func (b *conn) queueKey(queue string, pri int) string {
 	if pri == 0 {
 		return b.opts.KeyPrefix + queue
 	}
 	return b.opts.KeyPrefix + queue + sep + strconv.Itoa(pri)
 }
 
-func (b *Broker) check(ctx context.Context, topic string) error {
-	b.mu.Lock()
-	closed := b.closed
-	b.mu.Unlock()
-	return bus.CheckCall(ctx, closed, topic)
-}
-
-// Publish pushes msgs onto the list of the queue named topic with one
+// Send pushes msgs onto the list of the queue named topic with one
 // LPUSH, as kombu's producers do, and returns once Redis has replied.
 // Every message has priority 0.
-func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message) error {
-	if err := b.check(ctx, topic); err != nil {
-		return err
-	}
-	if err := bus.Prepare(msgs, b.opts.MaxMessageSize); err != nil {
-		return err
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
+func (b *conn) Send(ctx context.Context, topic string, msgs []*bus.Message) error {
 	vals := make([]any, len(msgs))
 	for i, m := range msgs {
 		raw, err := encode(m, topic, 1)
@@ -207,22 +199,10 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message
 
 // Subscribe consumes the queue named topic. Every subscription of a queue
 // competes for its messages, whatever opts.Group says: a kombu queue is
-// one list. See bus.Subscriber.
-func (b *Broker) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
-	if err := b.check(ctx, topic); err != nil {
-		return nil, err
-	}
-	if opts.Prefetch < 0 {
-		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("prefetch %d is negative", opts.Prefetch)}}
-	}
-	opts = opts.WithDefaults(topic)
+// one list.
+func (b *conn) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (driver.Subscription, error) {
 	s := newSubscription(b, topic, opts)
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		s.Close()
-		return nil, bus.ErrClosed
-	}
 	b.subs[s] = struct{}{}
 	if !b.restoring {
 		b.restoring = true
@@ -232,43 +212,27 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts bus.Subscribe
 	return s, nil
 }
 
-func (b *Broker) forget(s *subscription) {
+func (b *conn) forget(s *subscription) {
 	b.mu.Lock()
 	delete(b.subs, s)
 	b.mu.Unlock()
 }
 
-// Close closes every subscription, putting their unsettled deliveries back
-// in their queues, then the connections. It is idempotent.
-func (b *Broker) Close() error {
+// Close stops the restores and closes the connections; the portable side
+// has closed the subscriptions, which put back what they held.
+func (b *conn) Close(context.Context) error {
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
-	b.closed = true
 	restoring := b.restoring
-	subs := make([]*subscription, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
 	b.mu.Unlock()
 	close(b.stop)
 	if restoring {
 		<-b.stopped
 	}
-	errs := make([]error, len(subs))
-	var wg sync.WaitGroup
-	for i, s := range subs {
-		wg.Go(func() { errs[i] = s.Close() })
-	}
-	wg.Wait()
-	b.rdb.Close()
-	return errors.Join(errs...)
+	return b.rdb.Close()
 }
 
 // restoreLoop runs Restore every RestoreInterval until Close.
-func (b *Broker) restoreLoop() {
+func (b *conn) restoreLoop() {
 	defer close(b.stopped)
 	t := time.NewTicker(b.opts.RestoreInterval)
 	defer t.Stop()
@@ -279,7 +243,7 @@ func (b *Broker) restoreLoop() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), b.opts.DialTimeout+4*b.opts.ReadTimeout)
-		if _, err := b.Restore(ctx); err != nil {
+		if _, err := b.restore(ctx); err != nil {
 			b.opts.Logger.Warn("kombu: restoring unacknowledged messages failed; retrying", "error", err)
 		}
 		cancel()
@@ -297,7 +261,9 @@ const restoreBatch = 100
 // process (a Celery worker, say) holds it. A restored message goes to
 // the right end of its list, to be taken next, marked redelivered and with
 // its attempt count raised. Subscriptions call it every RestoreInterval.
-func (b *Broker) Restore(ctx context.Context) (int, error) {
+func (b *Broker) Restore(ctx context.Context) (int, error) { return b.c.restore(ctx) }
+
+func (b *conn) restore(ctx context.Context) (int, error) {
 	token := randomToken()
 	ok, err := b.rdb.SetNX(ctx, b.key(unackedMutexKey), token, mutexExpire).Result()
 	if err != nil {
@@ -334,7 +300,7 @@ func (b *Broker) Restore(ctx context.Context) (int, error) {
 // restoreTag moves the unacked entry of tag back to its queue in one
 // transaction watched like kombu's restore_by_tag: at the right end of
 // the list (to be taken next), or at the left end when back is true.
-func (b *Broker) restoreTag(ctx context.Context, tag string, back bool) (bool, error) {
+func (b *conn) restoreTag(ctx context.Context, tag string, back bool) (bool, error) {
 	restored := false
 	err := b.rdb.Watch(ctx, func(tx *redis.Tx) error {
 		raw, err := tx.HGet(ctx, b.key(unackedKey), tag).Bytes()
@@ -382,7 +348,7 @@ func (b *Broker) restoreTag(ctx context.Context, tag string, back bool) (bool, e
 // routing key; another exchange to the queues its kombu binding table
 // binds with that routing key (direct exchanges, which Celery uses), or
 // to the queue named by the routing key when none is bound.
-func (b *Broker) restoreTarget(ctx context.Context, entry []byte) ([]string, []byte) {
+func (b *conn) restoreTarget(ctx context.Context, entry []byte) ([]string, []byte) {
 	var parts []json.RawMessage
 	if err := json.Unmarshal(entry, &parts); err != nil || len(parts) != 3 {
 		b.opts.Logger.Error("kombu: dropping an unacked entry that is not [message, exchange, routing_key]", "entry", truncate(entry))

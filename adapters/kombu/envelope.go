@@ -12,22 +12,23 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/wire"
 )
 
 // Properties omnibus adds to the envelope, next to kombu's own. Celery
 // ignores properties it does not know.
 const (
-	propID        = "omnibus-id"
-	propKey       = "omnibus-key"
-	propPublished = "omnibus-published-ns"
+	propID        = wire.ID
+	propKey       = wire.Key
+	propPublished = wire.Published
 	// propAttempt is the attempt number of the next delivery; absent
 	// means 1.
-	propAttempt = "omnibus-attempt"
+	propAttempt = wire.Attempt
 
 	// hdrTyped lists the bus headers whose values are JSON text standing
 	// for typed values (Celery's retries, timelimit, null eta). The celery
 	// package and the RabbitMQ adapter use the same name.
-	hdrTyped           = "omnibus-typed-headers"
+	hdrTyped           = wire.Typed
 	hdrContentType     = "content-type"
 	hdrContentEncoding = "content-encoding"
 )
@@ -192,6 +193,8 @@ func decode(raw []byte) (received, error) {
 	}
 	var ns int64
 	if unmarshalProp(e.Properties, propPublished, &ns); ns > 0 {
+		m.PublishedAt = time.Unix(0, ns)
+	} else if unmarshalProp(e.Properties, wire.PublishedOld, &ns); ns > 0 {
 		m.PublishedAt = time.Unix(0, ns)
 	}
 	var attempt int

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // takeScript moves the due delayed redeliveries of a queue into its lists,
@@ -90,10 +91,12 @@ end
 return 1
 `)
 
+// subscription consumes one queue: the driver side of a bus.Subscription.
+// Receive takes messages with takeScript and waits for the queue when it
+// is empty; a goroutine of its own (keep) renews what it holds.
 type subscription struct {
-	b      *Broker
+	b      *conn
 	topic  string
-	opts   bus.SubscribeOptions
 	log    *slog.Logger
 	wait   *redis.Client // for the blocking wait alone
 	lists  [4]string
@@ -101,113 +104,71 @@ type subscription struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	tokens   chan struct{} // one per delivery held, up to Prefetch
-	ready    chan *delivery
-	done     chan struct{}
-	loopDone chan struct{}
+	keepDone chan struct{}
 
-	mu       sync.Mutex
-	closed   bool
-	held     map[string]*delivery
-	settling sync.WaitGroup
-
-	closeOnce sync.Once
-	closeErr  error
+	mu   sync.Mutex
+	held map[string]*delivery
 }
 
-func newSubscription(b *Broker, topic string, opts bus.SubscribeOptions) *subscription {
+func newSubscription(b *conn, topic string, opts bus.SubscribeOptions) *subscription {
 	ctx, cancel := context.WithCancel(context.Background())
 	// The wait's reply comes after up to PollInterval.
 	waitOpts := b.opts.client(1)
 	waitOpts.ReadTimeout += b.opts.PollInterval
 	s := &subscription{
-		b: b, topic: topic, opts: opts, log: b.opts.Logger,
+		b: b, topic: topic, log: b.opts.Logger,
 		wait:     redis.NewClient(waitOpts),
 		ctx:      ctx,
 		cancel:   cancel,
-		tokens:   make(chan struct{}, opts.Prefetch),
-		ready:    make(chan *delivery, opts.Prefetch),
-		done:     make(chan struct{}),
-		loopDone: make(chan struct{}),
+		keepDone: make(chan struct{}),
 		held:     map[string]*delivery{},
 	}
 	for i, step := range []int{0, 3, 6, 9} {
 		s.lists[i] = b.queueKey(topic, step)
 	}
 	s.take = append([]string{b.key(unackedKey), b.key(unackedIndexKey), b.key(delayedPrefix + topic)}, s.lists[:]...)
-	go s.loop()
+	go s.keep()
 	return s
 }
 
-// loop takes messages while the window has room, and waits for the queue
-// when it is empty.
-func (s *subscription) loop() {
-	defer close(s.loopDone)
-	pause := time.Duration(0)
+// keep renews what the subscription holds every third of the visibility
+// timeout, until Close.
+func (s *subscription) keep() {
+	defer close(s.keepDone)
 	renew := time.NewTicker(s.b.opts.VisibilityTimeout / 3)
 	defer renew.Stop()
 	for {
 		select {
 		case <-renew.C:
 			s.renew()
-			continue
-		default:
-		}
-		select {
-		case s.tokens <- struct{}{}:
-		case <-renew.C:
-			s.renew()
-			continue
 		case <-s.ctx.Done():
 			return
 		}
-		n := 1
-	more:
-		for n < cap(s.tokens) {
-			select {
-			case s.tokens <- struct{}{}:
-				n++
-			default:
-				break more
-			}
+	}
+}
+
+// Receive takes up to max messages, waiting for the queue while it is
+// empty.
+func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery, error) {
+	for {
+		got, next, err := s.takeSome(ctx, max)
+		if err != nil || len(got) > 0 {
+			return got, err
 		}
-		got, next, err := s.takeSome(n)
-		for range n - len(got) {
-			<-s.tokens
-		}
-		if err != nil {
-			if s.ctx.Err() != nil {
-				return
-			}
-			s.log.Warn("kombu: taking messages failed; retrying", "queue", s.topic, "error", err)
-			pause = min(max(2*pause, 50*time.Millisecond), 5*time.Second)
-			select {
-			case <-time.After(pause):
-			case <-s.ctx.Done():
-				return
-			}
-			continue
-		}
-		pause = 0
-		for _, d := range got {
-			s.ready <- d
-		}
-		if len(got) < n {
-			s.idle(next)
-		}
+		s.idle(ctx, next)
 	}
 }
 
 // takeSome runs takeScript for up to n messages. The script is never
 // cut short by Close, so that what it took is known and given back.
-func (s *subscription) takeSome(n int) ([]*delivery, time.Time, error) {
-	if s.ctx.Err() != nil {
-		return nil, time.Time{}, s.ctx.Err()
+func (s *subscription) takeSome(ctx context.Context, n int) ([]driver.Delivery, time.Time, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, time.Time{}, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.b.opts.ReadTimeout)
+	tctx, cancel := context.WithTimeout(context.Background(), s.b.opts.ReadTimeout)
 	defer cancel()
 	now := time.Now()
-	res, err := takeScript.Run(ctx, s.b.rdb, s.take,
+	res, err := takeScript.Run(tctx, s.b.rdb, s.take,
 		strconv.FormatFloat(float64(now.UnixMicro())/1e6, 'f', 6, 64), n, now.UnixMilli(), s.topic).StringSlice()
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("kombu: taking from %q: %w", s.topic, err)
@@ -216,7 +177,7 @@ func (s *subscription) takeSome(n int) ([]*delivery, time.Time, error) {
 	if ms, err := strconv.ParseFloat(res[0], 64); err == nil && ms >= 0 {
 		next = time.UnixMilli(int64(ms))
 	}
-	got := make([]*delivery, 0, (len(res)-1)/2)
+	got := make([]driver.Delivery, 0, (len(res)-1)/2)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := 1; i+1 < len(res); i += 2 {
@@ -235,23 +196,26 @@ func (s *subscription) takeSome(n int) ([]*delivery, time.Time, error) {
 }
 
 // idle waits until the queue's priority 0 list has a message, the next
-// delayed redelivery is due, the poll interval has passed, or Close. It
-// waits with BLMOVE from the list's tail to its tail, which leaves the
+// delayed redelivery is due, the poll interval has passed, or ctx ends.
+// It waits with BLMOVE from the list's tail to its tail, which leaves the
 // list as it was: it takes nothing, so a crash cannot lose a message.
-func (s *subscription) idle(next time.Time) {
+func (s *subscription) idle(ctx context.Context, next time.Time) {
 	wait := min(s.b.opts.PollInterval, s.b.opts.VisibilityTimeout/3)
 	if !next.IsZero() {
 		wait = min(wait, time.Until(next))
 	}
 	wait = max(wait, 10*time.Millisecond)
+	// Closing the connection ends a blocked BLMOVE at once.
+	stop := context.AfterFunc(ctx, func() { s.wait.Close() })
+	defer stop()
 	// go-redis's BLMove rounds timeouts up to whole seconds.
-	err := s.wait.Do(s.ctx, "BLMOVE", s.lists[0], s.lists[0], "RIGHT", "RIGHT",
+	err := s.wait.Do(ctx, "BLMOVE", s.lists[0], s.lists[0], "RIGHT", "RIGHT",
 		strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)).Err()
-	if err != nil && !errors.Is(err, redis.Nil) && s.ctx.Err() == nil {
+	if err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil {
 		s.log.Warn("kombu: waiting for messages failed", "queue", s.topic, "error", err)
 		select {
 		case <-time.After(wait):
-		case <-s.ctx.Done():
+		case <-ctx.Done():
 		}
 	}
 }
@@ -280,66 +244,30 @@ func (s *subscription) renew() {
 	}
 }
 
-// Receive returns the next delivery. A message that is not a kombu
-// envelope is moved to the dead-letter queue here, with ErrMalformed as
-// its error, and not returned.
-func (s *subscription) Receive(ctx context.Context) (bus.Delivery, error) {
-	for {
-		select {
-		case <-s.done:
-			return nil, bus.ErrClosed
-		default:
-		}
-		select {
-		case d := <-s.ready:
-			if d.bad != nil {
-				if err := d.Nack(ctx, bus.NackOptions{DeadLetter: true, Reason: d.bad}); err != nil {
-					s.log.Error("kombu: moving a malformed message to the dead-letter queue failed", "queue", s.topic, "error", err)
-				}
-				continue
-			}
-			return d, nil
-		case <-s.done:
-			return nil, bus.ErrClosed
-		case <-ctx.Done():
-			return nil, ctx.Err()
+// Close stops renewing and puts every delivery still held back at the
+// right end of its queue, to be taken next, as kombu does at shutdown.
+func (s *subscription) Close(ctx context.Context, _, _ []driver.Delivery) error {
+	s.cancel()
+	s.wait.Close()
+	<-s.keepDone
+	s.mu.Lock()
+	held := s.held
+	s.held = map[string]*delivery{}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, s.b.opts.DialTimeout+s.b.opts.ReadTimeout)
+	defer cancel()
+	var errs []error
+	for _, d := range held {
+		if _, err := s.b.restoreTag(ctx, d.tag, false); err != nil {
+			errs = append(errs, err)
 		}
 	}
-}
-
-// Close stops taking, waits for settlements under way, and puts every
-// delivery still held back at the right end of its queue, to be taken
-// next, as kombu does at shutdown. See bus.Subscription.
-func (s *subscription) Close() error {
-	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		close(s.done)
-		s.mu.Unlock()
-		s.cancel()
-		// Closing the connection ends a blocked BLMOVE at once.
-		s.wait.Close()
-		<-s.loopDone
-		s.settling.Wait()
-		s.mu.Lock()
-		held := s.held
-		s.held = map[string]*delivery{}
-		s.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), s.b.opts.DialTimeout+s.b.opts.ReadTimeout)
-		defer cancel()
-		var errs []error
-		for _, d := range held {
-			if _, err := s.b.restoreTag(ctx, d.tag, false); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if len(errs) > 0 {
-			s.closeErr = fmt.Errorf("kombu: giving back the deliveries of %q (a restore returns them after the visibility timeout): %w",
-				s.topic, errors.Join(errs...))
-		}
-		s.b.forget(s)
-	})
-	return s.closeErr
+	s.b.forget(s)
+	if len(errs) > 0 {
+		return fmt.Errorf("kombu: giving back the deliveries of %q (a restore returns them after the visibility timeout): %w",
+			s.topic, errors.Join(errs...))
+	}
+	return nil
 }
 
 type delivery struct {
@@ -349,84 +277,25 @@ type delivery struct {
 	msg      *bus.Message
 	priority int
 	bad      error
-
-	settled bool // under s.mu
 }
 
 func (d *delivery) Message() *bus.Message { return d.msg }
 
-// begin marks d settled, or says why it cannot be.
-func (d *delivery) begin() error {
-	s := d.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if d.settled {
-		return bus.ErrAlreadyAcked
-	}
-	if s.closed {
-		return bus.ErrClosed
-	}
-	d.settled = true
-	s.settling.Add(1)
-	return nil
-}
+// Malformed reports an entry that is not a kombu envelope, with
+// ErrMalformed: it goes to the dead-letter queue.
+func (d *delivery) Malformed() error { return d.bad }
 
-// end forgets d and frees its place in the window.
-func (d *delivery) end() {
-	s := d.s
-	s.mu.Lock()
-	delete(s.held, d.tag)
-	s.mu.Unlock()
-	<-s.tokens
-	s.settling.Done()
-}
-
-// Ack removes the delivery from kombu's unacked hash and index.
-func (d *delivery) Ack(ctx context.Context) error {
-	if err := d.begin(); err != nil {
-		return err
-	}
-	defer d.end()
-	return d.settle(ctx, "ack", d.s.b.key(unackedKey), nil, 0)
-}
-
-// Nack puts the message back: at the left end of its queue (behind the
-// others) at once; into the queue's delayed set with a Delay, whence a
-// subscription moves it to the right end of the queue when due; or, with
-// DeadLetter or on the last attempt, a bus.DeadLetter copy onto the
-// dead-letter queue.
-func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
-	if err := d.begin(); err != nil {
-		return err
-	}
-	defer d.end()
-	s := d.s
-	if d.bad != nil || opts.DeadLetter || (!opts.Postpone && s.opts.Exhausted(d.msg.Attempt)) {
-		dl := bus.DeadLetter(d.msg, s.topic, s.opts.Group, opts.Reason, time.Now())
-		raw, err := encode(dl, s.opts.DeadLetterTopic, 1)
-		if err != nil {
-			return err
-		}
-		return d.settle(ctx, "lpush", s.b.queueKey(s.opts.DeadLetterTopic, 0), raw, 0)
-	}
-	attempt := d.msg.Attempt + 1
-	if opts.Postpone {
-		attempt = d.msg.Attempt
-	}
-	raw, err := redelivery(d.raw, attempt)
-	if err != nil {
-		return err
-	}
-	if opts.Delay > 0 {
-		due := time.Now().Add(opts.Delay).UnixMilli()
-		member := append([]byte(strconv.Itoa(d.priority)+"|"), raw...)
-		return d.settle(ctx, "zadd", s.b.key(delayedPrefix+s.topic), member, due)
-	}
-	return d.settle(ctx, "lpush", s.lists[d.priority/3], raw, 0)
-}
-
+// settle removes the delivery from kombu's unacked hash and index and
+// stores its next form (see settleScript); the subscription forgets it
+// either way, so that if Redis did not take the settlement, a restore
+// returns the message after the visibility timeout.
 func (d *delivery) settle(ctx context.Context, mode, target string, payload []byte, score int64) error {
 	s := d.s
+	defer func() {
+		s.mu.Lock()
+		delete(s.held, d.tag)
+		s.mu.Unlock()
+	}()
 	ok, err := settleScript.Run(ctx, s.b.rdb, []string{s.b.key(unackedKey), s.b.key(unackedIndexKey), target},
 		d.tag, mode, payload, score).Int()
 	if err != nil {
@@ -436,4 +305,37 @@ func (d *delivery) settle(ctx context.Context, mode, target string, payload []by
 		return fmt.Errorf("%w (queue %q, delivery tag %s)", ErrRestored, s.topic, d.tag)
 	}
 	return nil
+}
+
+// Ack removes the delivery from kombu's unacked hash and index.
+func (d *delivery) Ack(ctx context.Context) error {
+	return d.settle(ctx, "ack", d.s.b.key(unackedKey), nil, 0)
+}
+
+// Retry puts the message back, numbered attempts+1: at the left end of
+// its queue (behind the others) at once, or into the queue's delayed set
+// with a delay, whence a subscription moves it to the right end of the
+// queue when due.
+func (d *delivery) Retry(ctx context.Context, delay time.Duration, attempts int) error {
+	s := d.s
+	raw, err := redelivery(d.raw, attempts+1)
+	if err != nil {
+		return err
+	}
+	if delay > 0 {
+		due := time.Now().Add(delay).UnixMilli()
+		member := append([]byte(strconv.Itoa(d.priority)+"|"), raw...)
+		return d.settle(ctx, "zadd", s.b.key(delayedPrefix+s.topic), member, due)
+	}
+	return d.settle(ctx, "lpush", s.lists[d.priority/3], raw, 0)
+}
+
+// DeadLetter pushes dead onto the dead-letter queue topic, in the step
+// that removes the delivery from the unacked hash.
+func (d *delivery) DeadLetter(ctx context.Context, topic string, dead *bus.Message) error {
+	raw, err := encode(dead, topic, 1)
+	if err != nil {
+		return err
+	}
+	return d.settle(ctx, "lpush", d.s.b.queueKey(topic, 0), raw, 0)
 }

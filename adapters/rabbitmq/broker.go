@@ -13,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // ErrUnroutable reports a published message that no queue received.
@@ -20,8 +21,15 @@ var ErrUnroutable = errors.New("rabbitmq: message unroutable (no queue bound to 
 
 // Broker is a connection to RabbitMQ that publishes and subscribes. It
 // reconnects with backoff when the connection is lost, and restores its
-// consumers and their topology.
+// consumers and their topology. It implements bus.Broker on the driver
+// layer (see package bus/driver).
 type Broker struct {
+	*driver.Broker
+	c *conn
+}
+
+// conn is the driver of a Broker.
+type conn struct {
 	opts     Options
 	redacted string // the URL without its password, for messages
 
@@ -32,15 +40,17 @@ type Broker struct {
 	pubs    []*pubChannel // for generation gen
 	topo    *amqp.Channel // declarations, for generation gen
 	known   map[string]bool
-	subs    map[*subscription]struct{}
 	closed  bool
 	closing chan struct{}
 	wg      sync.WaitGroup
 	next    atomic.Uint64
 }
 
-var _ bus.Broker = (*Broker)(nil)
-var _ bus.FeatureReporter = (*Broker)(nil)
+var (
+	_ bus.Broker          = (*Broker)(nil)
+	_ bus.FeatureReporter = (*Broker)(nil)
+	_ driver.Driver       = (*conn)(nil)
+)
 
 // New connects to RabbitMQ. The dial is bounded by ctx and
 // Options.DialTimeout; errors match bus.ErrUnreachable, bus.ErrAuth, or
@@ -51,12 +61,11 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 	}
 	opts = opts.withDefaults()
 	u, _ := bus.ParseURL(opts.URL)
-	b := &Broker{
+	b := &conn{
 		opts:     opts,
 		redacted: u.Redacted(),
 		ready:    make(chan struct{}),
 		known:    map[string]bool{},
-		subs:     map[*subscription]struct{}{},
 		closing:  make(chan struct{}),
 	}
 	conn, err := b.dial(ctx)
@@ -66,16 +75,16 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 	b.install(conn)
 	b.wg.Add(1)
 	go b.supervise(conn)
-	return b, nil
+	return &Broker{Broker: driver.New(b, driver.Options{Logger: opts.Logger, Name: "rabbitmq"}), c: b}, nil
 }
 
 // Features describes RabbitMQ's guarantees as this adapter uses it:
 // persistent messages in durable queues, confirmed on publish.
-func (b *Broker) Features() bus.Features {
+func (b *conn) Features() bus.Features {
 	return bus.Features{OrderedPerKey: true, Persistent: true, NackDelay: true, MaxMessageSize: b.opts.MaxMessageSize}
 }
 
-func (b *Broker) dial(ctx context.Context) (*amqp.Connection, error) {
+func (b *conn) dial(ctx context.Context) (*amqp.Connection, error) {
 	timeout := b.opts.DialTimeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 		timeout = max(time.Until(dl), time.Millisecond)
@@ -124,7 +133,7 @@ func forbidden(err error) error {
 }
 
 // install makes conn the current connection.
-func (b *Broker) install(conn *amqp.Connection) {
+func (b *conn) install(conn *amqp.Connection) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.conn = conn
@@ -137,7 +146,7 @@ func (b *Broker) install(conn *amqp.Connection) {
 
 // supervise waits for the connection to fail and reconnects with backoff
 // until Close.
-func (b *Broker) supervise(conn *amqp.Connection) {
+func (b *conn) supervise(conn *amqp.Connection) {
 	defer b.wg.Done()
 	for {
 		lost := conn.NotifyClose(make(chan *amqp.Error, 1))
@@ -175,7 +184,7 @@ func (b *Broker) supervise(conn *amqp.Connection) {
 
 // connection waits until a connection is up and returns it with its
 // generation.
-func (b *Broker) connection(ctx context.Context) (*amqp.Connection, uint64, error) {
+func (b *conn) connection(ctx context.Context) (*amqp.Connection, uint64, error) {
 	for {
 		b.mu.Lock()
 		if b.closed {
@@ -204,22 +213,13 @@ func (b *Broker) connection(ctx context.Context) (*amqp.Connection, uint64, erro
 	}
 }
 
-// Close closes every subscription (RabbitMQ requeues what they left
-// unacknowledged) and the connection. It is idempotent.
-func (b *Broker) Close() error {
+// Close closes the connection; the portable side has closed the
+// subscriptions, and RabbitMQ requeues what they left unacknowledged.
+func (b *conn) Close(context.Context) error {
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
 	b.closed = true
 	close(b.closing)
-	subs := b.subs
-	b.subs = nil
 	b.mu.Unlock()
-	for s := range subs {
-		s.Close()
-	}
 	b.mu.Lock()
 	conn := b.conn
 	b.mu.Unlock()
@@ -235,28 +235,28 @@ func (b *Broker) Close() error {
 }
 
 // names of the RabbitMQ objects behind a topic.
-func (b *Broker) exchange(topic string) string {
+func (b *conn) exchange(topic string) string {
 	if b.opts.Topology == TopologyQueue {
 		return ""
 	}
 	return topic
 }
 
-func (b *Broker) queue(topic, group string) string {
+func (b *conn) queue(topic, group string) string {
 	if b.opts.Topology == TopologyQueue {
 		return topic
 	}
 	return topic + "." + group
 }
 
-func (b *Broker) queueArgs() amqp.Table {
+func (b *conn) queueArgs() amqp.Table {
 	return amqp.Table{"x-queue-type": b.opts.QueueType}
 }
 
 // declare runs fn on the declaration channel of the current connection,
 // once per key and connection generation. A failed declaration closes
 // the channel; the next call opens another.
-func (b *Broker) declare(ctx context.Context, key string, fn func(conn *amqp.Connection, ch *amqp.Channel) error) error {
+func (b *conn) declare(ctx context.Context, key string, fn func(conn *amqp.Connection, ch *amqp.Channel) error) error {
 	conn, gen, err := b.connection(ctx)
 	if err != nil {
 		return err
@@ -285,7 +285,7 @@ func (b *Broker) declare(ctx context.Context, key string, fn func(conn *amqp.Con
 
 // declareTopic declares what Publish needs: the topic's exchange and,
 // unless NoDefaultGroup, the default group's queue.
-func (b *Broker) declareTopic(ctx context.Context, topic string) error {
+func (b *conn) declareTopic(ctx context.Context, topic string) error {
 	return b.declare(ctx, "topic "+topic, func(conn *amqp.Connection, ch *amqp.Channel) error {
 		if b.opts.Topology == TopologyQueue {
 			return b.declareQueue(conn, ch, topic)
@@ -305,7 +305,7 @@ func (b *Broker) declareTopic(ctx context.Context, topic string) error {
 // many tutorials do) is used as it is: RabbitMQ refuses the redeclaration
 // with PRECONDITION_FAILED and closes the channel, and a passive declare
 // on a new channel then checks that the queue exists.
-func (b *Broker) declareQueue(conn *amqp.Connection, ch *amqp.Channel, queue string) error {
+func (b *conn) declareQueue(conn *amqp.Connection, ch *amqp.Channel, queue string) error {
 	_, err := ch.QueueDeclare(queue, true, false, false, false, b.queueArgs())
 	var aerr *amqp.Error
 	if !errors.As(err, &aerr) || aerr.Code != amqp.PreconditionFailed {
@@ -330,18 +330,12 @@ func declareGroupQueue(ch *amqp.Channel, exchange, queue string, args amqp.Table
 	return ch.QueueBind(queue, "", exchange, false, nil)
 }
 
-// Publish sends msgs to topic with publisher confirms: every message is
-// published before any confirm is awaited, so a batch costs about one round
-// trip. It returns when RabbitMQ has confirmed every message; messages it
-// refused, returned as unroutable, or left unconfirmed when the connection
-// failed are named in a *bus.PublishError.
-func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message) error {
-	if err := b.check(ctx, topic); err != nil {
-		return err
-	}
-	if err := bus.Prepare(msgs, b.opts.MaxMessageSize); err != nil {
-		return err
-	}
+// Send publishes msgs to topic with publisher confirms: every message is
+// published before any confirm is awaited, so a batch costs about one
+// round trip. It returns when RabbitMQ has confirmed every message;
+// messages it refused, returned as unroutable, or left unconfirmed when
+// the connection failed are named in a *bus.PublishError.
+func (b *conn) Send(ctx context.Context, topic string, msgs []*bus.Message) error {
 	if err := checkHeaderFrame(msgs); err != nil {
 		return err
 	}
@@ -359,13 +353,6 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message
 	return b.send(ctx, b.exchange(topic), key, out)
 }
 
-func (b *Broker) check(ctx context.Context, topic string) error {
-	b.mu.Lock()
-	closed := b.closed
-	b.mu.Unlock()
-	return bus.CheckCall(ctx, closed, topic)
-}
-
 // pubChannel is a confirm-mode channel shared by concurrent publishers.
 type pubChannel struct {
 	ch     *amqp.Channel
@@ -380,7 +367,7 @@ type pubChannel struct {
 	unrouted map[string]int // returned message IDs not yet claimed
 }
 
-func (b *Broker) pubChannel(ctx context.Context) (*pubChannel, error) {
+func (b *conn) pubChannel(ctx context.Context) (*pubChannel, error) {
 	conn, gen, err := b.connection(ctx)
 	if err != nil {
 		return nil, err
@@ -418,7 +405,7 @@ func (b *Broker) pubChannel(ctx context.Context) (*pubChannel, error) {
 }
 
 // send publishes to one exchange and routing key and waits for confirms.
-func (b *Broker) send(ctx context.Context, exchange, key string, msgs []amqp.Publishing) error {
+func (b *conn) send(ctx context.Context, exchange, key string, msgs []amqp.Publishing) error {
 	pc, err := b.pubChannel(ctx)
 	if err != nil {
 		return &bus.PublishError{Unconfirmed: indexes(0, len(msgs)), Err: err}

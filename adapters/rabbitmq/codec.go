@@ -12,16 +12,18 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
+	"github.com/omnibus-mq/omnibus/internal/wire"
 )
 
 // Application headers omnibus adds to every message. They are removed from
 // bus.Message.Headers on receipt.
 const (
-	hdrKey       = "omnibus-key"
-	hdrPublished = "omnibus-published-ns"
+	hdrKey       = wire.Key
+	hdrPublished = wire.Published
 	// hdrAttempt is the attempt number the next delivery of a stored
 	// message has; absent means 1.
-	hdrAttempt = "omnibus-attempt"
+	hdrAttempt = wire.Attempt
 	// RabbitMQ's quorum queues count earlier deliveries here.
 	hdrDeliveryCount = "x-delivery-count"
 	// hdrTyped lists, comma-separated, the bus headers whose values are
@@ -29,7 +31,7 @@ const (
 	// It never travels itself: publish turns the listed values back into
 	// AMQP types, and receipt rebuilds the list. The celery package uses
 	// the same name.
-	hdrTyped = "omnibus-typed-headers"
+	hdrTyped = wire.Typed
 
 	hdrContentType     = "content-type"
 	hdrContentEncoding = "content-encoding"
@@ -121,7 +123,7 @@ func message(d *amqp.Delivery) *bus.Message {
 		switch k {
 		case hdrKey:
 			m.Key = str(v)
-		case hdrPublished:
+		case hdrPublished, wire.PublishedOld:
 			if ns, ok := integer(v); ok {
 				m.PublishedAt = time.Unix(0, ns)
 			}
@@ -137,7 +139,7 @@ func message(d *amqp.Delivery) *bus.Message {
 		default:
 			// Headers Publish would refuse (empty or too long names,
 			// names of message fields) come only from other producers.
-			if bus.CheckHeader(k) != nil {
+			if driver.CheckHeader(k) != nil {
 				continue
 			}
 			// Dead-lettering bookkeeping of the retry queues stays with

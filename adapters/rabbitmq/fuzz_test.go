@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 	"github.com/omnibus-mq/omnibus/internal/badinput"
 )
 
@@ -98,11 +99,11 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded %+v from %+v", m, d)
 		}
 		for k := range m.Headers {
-			if err := bus.CheckHeader(k); err != nil {
+			if err := driver.CheckHeader(k); err != nil {
 				t.Fatalf("decoded header %q that Publish refuses: %v", k, err)
 			}
 		}
-		if err := bus.Prepare([]*bus.Message{m}, 0); err != nil {
+		if err := driver.Prepare([]*bus.Message{m}, 0); err != nil {
 			t.Fatalf("the decoded message cannot be republished: %v", err)
 		}
 		if err := publishing(m, m.Attempt).Headers.Validate(); err != nil {
@@ -118,7 +119,7 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Add("", "", "\xff", "\x00", "correlation-id", "", []byte(nil), int64(-1))
 	f.Fuzz(func(t *testing.T, id, key, k1, v1, k2, v2 string, body []byte, ns int64) {
 		m := &bus.Message{ID: id, Key: key, Body: body, Headers: bus.Headers{k1: v1, k2: v2}, PublishedAt: time.Unix(0, ns)}
-		if bus.Prepare([]*bus.Message{m}, 0) != nil || checkHeaderFrame([]*bus.Message{m}) != nil {
+		if driver.Prepare([]*bus.Message{m}, 0) != nil || checkHeaderFrame([]*bus.Message{m}) != nil {
 			return
 		}
 		for k := range m.Headers {

@@ -25,7 +25,7 @@ func TestSendEndsWhenTheConnectionCloses(t *testing.T) {
 	defer cancel()
 	big := amqp.Publishing{Headers: amqp.Table{"big": strings.Repeat("x", 200<<10)}, Body: []byte("x")}
 	done := make(chan error, 1)
-	go func() { done <- b.send(ctx, "", brokertest.Name(t), []amqp.Publishing{big}) }()
+	go func() { done <- b.c.send(ctx, "", brokertest.Name(t), []amqp.Publishing{big}) }()
 	select {
 	case err := <-done:
 		if err == nil {

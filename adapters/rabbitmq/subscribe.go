@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // Subscribe declares the group's durable queue (bound to the topic's
@@ -18,14 +18,7 @@ import (
 // QoS. When the connection is lost the subscription reconnects and
 // consumes again; deliveries taken before the loss can no longer be
 // settled and RabbitMQ delivers them again.
-func (b *Broker) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
-	if err := b.check(ctx, topic); err != nil {
-		return nil, err
-	}
-	if opts.Prefetch < 0 {
-		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("prefetch %d is negative", opts.Prefetch)}}
-	}
-	opts = opts.WithDefaults(topic)
+func (b *conn) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (driver.Subscription, error) {
 	s := &subscription{
 		b:     b,
 		topic: topic,
@@ -37,21 +30,13 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts bus.Subscribe
 	if err := s.consume(ctx); err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		s.Close()
-		return nil, bus.ErrClosed
-	}
-	b.subs[s] = struct{}{}
-	b.mu.Unlock()
 	s.wg.Add(1)
 	go s.run()
 	return s, nil
 }
 
 type subscription struct {
-	b     *Broker
+	b     *conn
 	topic string
 	opts  bus.SubscribeOptions
 	queue string
@@ -162,54 +147,46 @@ func (s *subscription) run() {
 	}
 }
 
-func (s *subscription) Receive(ctx context.Context) (bus.Delivery, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+// Receive takes up to max deliveries from the consuming channel, waiting
+// for one.
+func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery, error) {
+	var out []driver.Delivery
 	select {
 	case d := <-s.out:
-		return d, nil
-	case <-s.done:
-		return nil, bus.ErrClosed
+		out = append(out, d)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	for len(out) < max {
+		select {
+		case d := <-s.out:
+			out = append(out, d)
+		default:
+			return out, nil
+		}
+	}
+	return out, nil
 }
 
 // Close closes the consuming channel; RabbitMQ requeues every delivery it
 // left unacknowledged.
-func (s *subscription) Close() error {
-	s.closeOnce.Do(func() {
-		close(s.done)
-		s.mu.Lock()
-		ch := s.ch
-		s.mu.Unlock()
-		if ch != nil {
-			ch.Close()
-		}
-		s.wg.Wait()
-		s.b.mu.Lock()
-		delete(s.b.subs, s)
-		s.b.mu.Unlock()
-	})
+func (s *subscription) Close(context.Context, []driver.Delivery, []driver.Delivery) error {
+	close(s.done)
+	s.mu.Lock()
+	ch := s.ch
+	s.mu.Unlock()
+	if ch != nil {
+		ch.Close()
+	}
+	s.wg.Wait()
 	return nil
 }
 
-func (s *subscription) closed() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
-
 type delivery struct {
-	s       *subscription
-	ch      *amqp.Channel // the channel it came on; acks go there
-	raw     amqp.Delivery
-	msg     *bus.Message
-	settled atomic.Bool
+	s   *subscription
+	ch  *amqp.Channel // the channel it came on; acks go there
+	raw amqp.Delivery
+	msg *bus.Message
 }
 
 func (d *delivery) Message() *bus.Message { return d.msg }
@@ -217,9 +194,6 @@ func (d *delivery) Message() *bus.Message { return d.msg }
 // usable reports whether the delivery can still be settled: its channel
 // must be open, or RabbitMQ has already requeued it.
 func (d *delivery) usable() error {
-	if d.s.closed() {
-		return bus.ErrClosed
-	}
 	if d.ch.IsClosed() {
 		return fmt.Errorf("%w: the channel of this delivery was lost; RabbitMQ delivers it again", bus.ErrClosed)
 	}
@@ -227,9 +201,6 @@ func (d *delivery) usable() error {
 }
 
 func (d *delivery) Ack(ctx context.Context) error {
-	if !d.settled.CompareAndSwap(false, true) {
-		return bus.ErrAlreadyAcked
-	}
 	if err := d.usable(); err != nil {
 		return err
 	}
@@ -239,32 +210,21 @@ func (d *delivery) Ack(ctx context.Context) error {
 	return nil
 }
 
-// Nack republishes the message, then acknowledges the delivery: to the
-// dead-letter topic when its attempts are used up, to the group's retry
-// queue for the delay (whose TTL dead-letters it back into the group's
-// queue), or straight back to the group's queue. Republishing keeps
-// other messages flowing and carries the attempt count, which RabbitMQ's
-// own requeue does not. A crash between the two steps leaves the delivery
-// unacknowledged, so it comes back: at least once, never lost.
-func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
-	if !d.settled.CompareAndSwap(false, true) {
-		return bus.ErrAlreadyAcked
-	}
+// Retry republishes the message, then acknowledges the delivery: to the
+// group's retry queue for the delay (whose TTL dead-letters it back into
+// the group's queue), or straight back to the group's queue. Republishing
+// keeps other messages flowing and carries the attempt count, which
+// RabbitMQ's own requeue does not. A crash between the two steps leaves
+// the delivery unacknowledged, so it comes back: at least once, never
+// lost.
+func (d *delivery) Retry(ctx context.Context, delay time.Duration, attempts int) error {
 	if err := d.usable(); err != nil {
 		return err
 	}
 	s, b := d.s, d.s.b
-	next := d.msg.Attempt + 1
-	if opts.Postpone {
-		next = d.msg.Attempt
-	}
 	var err error
-	switch {
-	case !opts.Postpone && (opts.DeadLetter || s.opts.Exhausted(d.msg.Attempt)):
-		dead := bus.DeadLetter(d.msg, s.topic, s.opts.Group, opts.Reason, time.Now())
-		err = b.Publish(ctx, s.opts.DeadLetterTopic, dead)
-	case opts.Delay > 0:
-		step := delayStep(opts.Delay)
+	if delay > 0 {
+		step := delayStep(delay)
 		rq := retryQueue(s.queue, step)
 		err = b.declare(ctx, "retry "+rq, func(_ *amqp.Connection, ch *amqp.Channel) error {
 			_, err := ch.QueueDeclare(rq, true, false, false, false, amqp.Table{
@@ -275,13 +235,27 @@ func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 			return err
 		})
 		if err == nil {
-			err = b.send(ctx, "", rq, []amqp.Publishing{publishing(d.msg, next)})
+			err = b.send(ctx, "", rq, []amqp.Publishing{publishing(d.msg, attempts+1)})
 		}
-	default:
-		err = b.send(ctx, "", s.queue, []amqp.Publishing{publishing(d.msg, next)})
+	} else {
+		err = b.send(ctx, "", s.queue, []amqp.Publishing{publishing(d.msg, attempts+1)})
 	}
+	return d.after(err)
+}
+
+// DeadLetter publishes dead to the dead-letter topic, then acknowledges
+// the delivery.
+func (d *delivery) DeadLetter(ctx context.Context, topic string, dead *bus.Message) error {
+	if err := d.usable(); err != nil {
+		return err
+	}
+	return d.after(d.s.b.Send(ctx, topic, []*bus.Message{dead}))
+}
+
+// after acknowledges the delivery once its republished form is confirmed,
+// or rejects it back into its queue when that failed.
+func (d *delivery) after(err error) error {
 	if err != nil {
-		// Leave it unacknowledged; RabbitMQ redelivers it.
 		d.raw.Reject(true)
 		return fmt.Errorf("rabbitmq: nack of %s: %w", d.msg.ID, err)
 	}

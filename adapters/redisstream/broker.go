@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
@@ -42,21 +43,28 @@ func open(ctx context.Context, u *url.URL) (bus.Broker, error) {
 var ErrReclaimed = errors.New("redisstream: delivery was claimed by another consumer")
 
 // Broker is a connection to a Redis server, publishing to and consuming
-// from Redis streams. It implements bus.Broker; see the package
-// documentation for the layout of what it stores.
+// from Redis streams. It implements bus.Broker on the driver layer (see
+// package bus/driver); see the package documentation for the layout of
+// what it stores.
 type Broker struct {
+	*driver.Broker
+	c *conn
+}
+
+// conn is the driver of a Broker.
+type conn struct {
 	opts       Options
 	rdb        *redis.Client
 	persistent bool
 
-	mu     sync.Mutex
-	closed bool
-	subs   map[*subscription]struct{}
+	mu   sync.Mutex
+	subs map[*subscription]struct{}
 }
 
 var (
 	_ bus.Broker          = (*Broker)(nil)
 	_ bus.FeatureReporter = (*Broker)(nil)
+	_ driver.Driver       = (*conn)(nil)
 )
 
 // New validates opts and connects to Redis. ctx and Options.DialTimeout
@@ -68,12 +76,12 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 	}
 	opts = opts.withDefaults()
 	rdb := redis.NewClient(opts.client(opts.PoolSize))
-	b := &Broker{opts: opts, rdb: rdb, subs: map[*subscription]struct{}{}}
-	if err := b.probe(ctx); err != nil {
+	c := &conn{opts: opts, rdb: rdb, subs: map[*subscription]struct{}{}}
+	if err := c.probe(ctx); err != nil {
 		rdb.Close()
 		return nil, err
 	}
-	return b, nil
+	return &Broker{Broker: driver.New(c, driver.Options{Logger: opts.Logger, Name: "redisstream"}), c: c}, nil
 }
 
 // client returns the go-redis options of one client.
@@ -90,7 +98,7 @@ func (o Options) endpoint() redisconn.Endpoint {
 
 // probe checks that the server answers and accepts the credentials, and
 // reads its persistence settings.
-func (b *Broker) probe(ctx context.Context) error {
+func (b *conn) probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, b.opts.DialTimeout)
 	defer cancel()
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
@@ -122,7 +130,7 @@ func (b *Broker) probe(ctx context.Context) error {
 // are, and everything else (no connection, a timeout, a server that does
 // not speak Redis) is ErrUnreachable. go-redis errors name the address,
 // never the password.
-func (b *Broker) dialError(err error) error {
+func (b *conn) dialError(err error) error {
 	msg := err.Error()
 	for _, p := range []string{"WRONGPASS", "NOAUTH", "ERR AUTH", "ERR invalid password", "ERR Client sent AUTH"} {
 		if strings.HasPrefix(msg, p) {
@@ -163,7 +171,7 @@ func atLeast(version string, major, minor int) bool {
 // with everysec a crash of the machine can lose about the last second of
 // them. Ordering holds for one consumer with prefetch 1, which reads the
 // stream in order.
-func (b *Broker) Features() bus.Features {
+func (b *conn) Features() bus.Features {
 	return bus.Features{
 		OrderedPerKey:  true,
 		Persistent:     b.persistent,
@@ -174,29 +182,14 @@ func (b *Broker) Features() bus.Features {
 
 // Client returns the Broker's go-redis client, for other work on the same
 // server. It belongs to the Broker, which closes it.
-func (b *Broker) Client() *redis.Client { return b.rdb }
+func (b *Broker) Client() *redis.Client { return b.c.rdb }
 
-func (b *Broker) check(ctx context.Context, topic string) error {
-	b.mu.Lock()
-	closed := b.closed
-	b.mu.Unlock()
-	return bus.CheckCall(ctx, closed, topic)
-}
-
-// Publish appends msgs to the stream named topic with one XADD each, all
-// in one pipeline, and returns once Redis has replied to every XADD. When
+// Send appends msgs to the stream named topic with one XADD each, all in
+// one pipeline, and returns once Redis has replied to every XADD. When
 // only some XADDs succeed, the error is a *bus.PublishError naming the
 // others.
-func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message) error {
-	if err := b.check(ctx, topic); err != nil {
-		return err
-	}
-	if err := bus.Prepare(msgs, b.opts.MaxMessageSize); err != nil {
-		return err
-	}
+func (b *conn) Send(ctx context.Context, topic string, msgs []*bus.Message) error {
 	switch len(msgs) {
-	case 0:
-		return nil
 	case 1:
 		if err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: topic, Values: encode(msgs[0], 0)}).Err(); err != nil {
 			return forbidden(fmt.Errorf("redisstream: publish to %q: %w", topic, err))
@@ -246,31 +239,19 @@ func forbidden(err error) error {
 // Subscribe joins opts.Group on topic, creating the group when it does not
 // exist. A new group starts at the beginning of the stream, so it receives
 // every message still in the stream, including those published before it
-// existed. See bus.Subscriber.
-func (b *Broker) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
-	if err := b.check(ctx, topic); err != nil {
-		return nil, err
-	}
-	if opts.Prefetch < 0 {
-		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("prefetch %d is negative", opts.Prefetch)}}
-	}
-	opts = opts.WithDefaults(topic)
+// existed.
+func (b *conn) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (driver.Subscription, error) {
 	s := newSubscription(b, topic, opts)
 	if err := s.start(ctx); err != nil {
 		return nil, err
 	}
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		s.Close()
-		return nil, bus.ErrClosed
-	}
 	b.subs[s] = struct{}{}
 	b.mu.Unlock()
 	return s, nil
 }
 
-func (b *Broker) forget(s *subscription) {
+func (b *conn) forget(s *subscription) {
 	b.mu.Lock()
 	delete(b.subs, s)
 	b.mu.Unlock()
@@ -279,7 +260,7 @@ func (b *Broker) forget(s *subscription) {
 // ensureGroups creates the group on the topic's stream and on the group's
 // retry stream, reading from the start ("0") so that nothing published
 // before the group existed is missed.
-func (b *Broker) ensureGroups(ctx context.Context, topic, group string) error {
+func (b *conn) ensureGroups(ctx context.Context, topic, group string) error {
 	pipe := b.rdb.Pipeline()
 	main := pipe.XGroupCreateMkStream(ctx, topic, group, "0")
 	retry := pipe.XGroupCreateMkStream(ctx, retryKey(topic, group), group, "0")
@@ -296,9 +277,17 @@ func (b *Broker) ensureGroups(ctx context.Context, topic, group string) error {
 // the stream has acknowledged, and returns how many it deleted. A stream
 // without groups is left whole. Options.TrimInterval runs it periodically.
 func (b *Broker) Trim(ctx context.Context, topic string) (int64, error) {
-	if err := b.check(ctx, topic); err != nil {
-		return 0, err
+	if topic == "" {
+		return 0, fmt.Errorf("%w: empty topic name", bus.ErrInvalidMessage)
 	}
+	n, err := b.c.trim(ctx, topic)
+	if errors.Is(err, redis.ErrClosed) {
+		return 0, bus.ErrClosed
+	}
+	return n, err
+}
+
+func (b *conn) trim(ctx context.Context, topic string) (int64, error) {
 	n, err := trimScript.Run(ctx, b.rdb, []string{topic}).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("redisstream: trim %q: %w", topic, err)
@@ -306,30 +295,10 @@ func (b *Broker) Trim(ctx context.Context, topic string) (int64, error) {
 	return n, nil
 }
 
-// Close closes every subscription, giving their unsettled deliveries back
-// to their groups, then the connections. It is idempotent.
-func (b *Broker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
-	b.closed = true
-	subs := make([]*subscription, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
-	b.mu.Unlock()
-	// Concurrently, so that an unreachable server costs one timeout, not
-	// one per subscription.
-	errs := make([]error, len(subs))
-	var wg sync.WaitGroup
-	for i, s := range subs {
-		wg.Go(func() { errs[i] = s.Close() })
-	}
-	wg.Wait()
-	b.rdb.Close()
-	return errors.Join(errs...)
+// Close closes the connections; the portable side has closed the
+// subscriptions, which gave back what they held.
+func (b *conn) Close(context.Context) error {
+	return b.rdb.Close()
 }
 
 // retryKey and delayedKey name a group's retry stream and delayed set. The

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // Stream entry fields. Every header travels as its own field behind
@@ -74,7 +75,7 @@ func decode(entryID string, fields []string) (*bus.Message, int) {
 			name := strings.TrimPrefix(f, headerPrefix)
 			// Headers Publish would refuse (empty or too long names,
 			// names of message fields) come only from other writers.
-			if bus.CheckHeader(name) != nil {
+			if driver.CheckHeader(name) != nil {
 				continue
 			}
 			if m.Headers == nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 	"github.com/omnibus-mq/omnibus/internal/badinput"
 )
 
@@ -59,11 +60,11 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("decoded %+v, attempts %d, from %q", m, attempts, fields)
 			}
 			for k := range m.Headers {
-				if err := bus.CheckHeader(k); err != nil {
+				if err := driver.CheckHeader(k); err != nil {
 					t.Fatalf("decoded header %q that Publish refuses: %v", k, err)
 				}
 			}
-			if err := bus.Prepare([]*bus.Message{m}, 0); err != nil {
+			if err := driver.Prepare([]*bus.Message{m}, 0); err != nil {
 				t.Fatalf("the decoded message cannot be republished: %v", err)
 			}
 		}
@@ -77,7 +78,7 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Add("", "", "\xff", "\x00", "h:x", "i", []byte(nil), int64(-1), 3)
 	f.Fuzz(func(t *testing.T, id, key, k1, v1, k2, v2 string, body []byte, ns int64, attempts int) {
 		m := &bus.Message{ID: id, Key: key, Body: body, Headers: bus.Headers{k1: v1, k2: v2}, PublishedAt: time.Unix(0, ns)}
-		if bus.Prepare([]*bus.Message{m}, 0) != nil {
+		if driver.Prepare([]*bus.Message{m}, 0) != nil {
 			return
 		}
 		attempts = min(max(attempts, 0), 1<<20)

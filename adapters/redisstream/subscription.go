@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // maxAckBatch bounds the XACKs sent in one pipeline.
@@ -29,16 +29,15 @@ const reapAfter = 4
 // reach before the epoch).
 const givenBackIdle = 30 * 24 * time.Hour
 
-// subscription is one consumer of a group. A goroutine of its own (run)
-// keeps its window full: it fetches entries (see fetch) over a
-// connection of its own, blocks on XREAD when there is nothing to fetch,
-// renews the entries it holds and claims abandoned ones. A second
-// goroutine (acker) sends Acks to Redis in batches.
+// subscription is one consumer of a group, the driver side of a
+// bus.Subscription. Receive fetches entries (see fetch) over a connection
+// of its own and blocks on XREAD when there is nothing to fetch; a
+// goroutine of its own (keep) renews the entries it holds, deletes idle
+// consumers and trims; a second one (acker) sends Acks in batches.
 type subscription struct {
-	b        *Broker
+	b        *conn
 	topic    string
 	group    string
-	opts     bus.SubscribeOptions
 	keys     [2]string // main stream, retry stream
 	delayed  string
 	consumer string
@@ -48,42 +47,37 @@ type subscription struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 
+	// Receive's own, as the portable side calls it from one goroutine.
+	nextClaim time.Time // zero: claim at once, taking what closed subscriptions gave back
+	cursors   [2]string
+
 	mu           sync.Mutex
 	closed       bool
-	buf          []*delivery            // fetched, not yet handed out
-	held         map[*delivery]struct{} // buffered or unsettled: the window
-	wake         chan struct{}          // closed when buf gains entries
+	held         map[*delivery]struct{} // fetched and not settled
 	promoteAt    time.Time
 	promoteTimer *time.Timer
 
-	slot      chan struct{} // room in the window may have changed
-	done      chan struct{} // closed by Close
-	loopDone  chan struct{}
+	keepDone  chan struct{}
 	acks      chan *ackRequest
 	ackerDone chan struct{}
-	settling  sync.WaitGroup // settlements and promotions under way
-	closeOnce sync.Once
-	closeErr  error
+	promoting sync.WaitGroup
 }
 
-func newSubscription(b *Broker, topic string, opts bus.SubscribeOptions) *subscription {
+func newSubscription(b *conn, topic string, opts bus.SubscribeOptions) *subscription {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &subscription{
 		b:         b,
 		topic:     topic,
 		group:     opts.Group,
-		opts:      opts,
 		keys:      [2]string{topic, retryKey(topic, opts.Group)},
 		delayed:   delayedKey(topic, opts.Group),
 		consumer:  consumerName(),
 		log:       b.opts.Logger,
 		ctx:       ctx,
 		cancel:    cancel,
+		cursors:   [2]string{"0-0", "0-0"},
 		held:      map[*delivery]struct{}{},
-		wake:      make(chan struct{}),
-		slot:      make(chan struct{}, 1),
-		done:      make(chan struct{}),
-		loopDone:  make(chan struct{}),
+		keepDone:  make(chan struct{}),
 		acks:      make(chan *ackRequest, maxAckBatch),
 		ackerDone: make(chan struct{}),
 	}
@@ -108,80 +102,41 @@ func (s *subscription) start(ctx context.Context) error {
 		s.cancel()
 		return err
 	}
-	go s.run()
+	go s.keep()
 	go s.acker()
 	return nil
 }
 
-// Receive hands out the next fetched delivery. See bus.Subscription.
-func (s *subscription) Receive(ctx context.Context) (bus.Delivery, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
+// Close stops the background work, waits for the batched Acks, and gives
+// every entry the subscription still holds back to the group, where the
+// next claim of any consumer takes it; those never handed out get their
+// delivery count lowered back.
+func (s *subscription) Close(ctx context.Context, unhanded, _ []driver.Delivery) error {
+	s.mu.Lock()
+	s.closed = true
+	if s.promoteTimer != nil {
+		s.promoteTimer.Stop()
 	}
-	for {
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			return nil, bus.ErrClosed
-		}
-		if len(s.buf) > 0 {
-			d := s.buf[0]
-			s.buf[0] = nil
-			s.buf = s.buf[1:]
-			d.handed = true
-			dry := len(s.buf) == 0
-			s.mu.Unlock()
-			if dry {
-				// The loop may be saving up room for a larger fetch.
-				s.poke()
-			}
-			return d, nil
-		}
-		wake := s.wake
-		s.mu.Unlock()
-		select {
-		case <-wake:
-		case <-s.done:
-			return nil, bus.ErrClosed
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-}
-
-// Close stops fetching, waits for settlements under way, and gives every
-// entry the subscription still holds back to the group, where the next
-// claim of any consumer takes it. See bus.Subscription.
-func (s *subscription) Close() error {
-	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		close(s.done)
-		if s.promoteTimer != nil {
-			s.promoteTimer.Stop()
-		}
-		s.mu.Unlock()
-		s.cancel()
-		// Closing the connection ends a blocked XREAD at once.
-		s.rdb.Close()
-		<-s.loopDone
-		s.settling.Wait()
-		close(s.acks)
-		<-s.ackerDone
-		s.closeErr = s.release()
-		s.b.forget(s)
-	})
-	return s.closeErr
+	s.mu.Unlock()
+	s.cancel()
+	s.rdb.Close()
+	<-s.keepDone
+	s.promoting.Wait()
+	close(s.acks)
+	<-s.ackerDone
+	err := s.release(ctx, unhanded)
+	s.b.forget(s)
+	return err
 }
 
 // release runs releaseScript for everything the subscription holds.
-func (s *subscription) release() error {
+func (s *subscription) release(ctx context.Context, unhanded []driver.Delivery) error {
 	args := []any{s.group, s.consumer, parkingConsumer, givenBackIdle.Milliseconds()}
-	// The loop has ended, so buf no longer changes.
-	for _, d := range s.buf {
+	for _, x := range unhanded {
+		d := x.(*delivery)
 		args = append(args, d.stream, d.id, max(d.count-1, 0))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.b.opts.DialTimeout+s.b.opts.ReadTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.b.opts.DialTimeout+s.b.opts.ReadTimeout)
 	defer cancel()
 	if err := releaseScript.Run(ctx, s.b.rdb, s.keys[:], args...).Err(); err != nil {
 		return fmt.Errorf("redisstream: giving back the deliveries of %q group %q (they return after the visibility timeout): %w",
@@ -190,141 +145,100 @@ func (s *subscription) release() error {
 	return nil
 }
 
-// room is how many more entries to fetch now: none while the buffer
-// still feeds Receive and less than half the window is free, so that a
-// busy subscription fetches in large batches rather than one entry per
-// settlement.
-func (s *subscription) room() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	free := s.opts.Prefetch - len(s.held)
-	if len(s.buf) > 0 && free < (s.opts.Prefetch+1)/2 {
-		return 0
-	}
-	return free
-}
-
-func (s *subscription) run() {
-	defer close(s.loopDone)
+// keep renews the entries the subscription holds every third of the
+// visibility timeout, deletes the group's long idle consumers, and trims
+// the stream when Options.TrimInterval asks, until Close.
+func (s *subscription) keep() {
+	defer close(s.keepDone)
 	o := s.b.opts
-	renewEvery := o.VisibilityTimeout / 3
-	now := time.Now()
-	var (
-		nextClaim time.Time // zero: claim at once, taking what closed subscriptions gave back
-		nextRenew = now.Add(renewEvery)
-		nextTrim  = now
-		nextReap  = now.Add(o.VisibilityTimeout)
-		cursors   = [2]string{"0-0", "0-0"}
-		pause     time.Duration
-	)
-	for s.ctx.Err() == nil {
-		if pause > 0 && !s.sleep(pause) {
+	renew := time.NewTicker(o.VisibilityTimeout / 3)
+	defer renew.Stop()
+	reap := time.NewTicker(o.VisibilityTimeout)
+	defer reap.Stop()
+	var trim <-chan time.Time
+	if o.TrimInterval > 0 {
+		t := time.NewTicker(o.TrimInterval)
+		defer t.Stop()
+		trim = t.C
+		s.trim()
+	}
+	for {
+		select {
+		case <-s.ctx.Done():
 			return
-		}
-		now = time.Now()
-		if !now.Before(nextRenew) {
+		case <-renew.C:
 			s.renew()
-			nextRenew = now.Add(renewEvery)
-		}
-		if !now.Before(nextReap) {
+		case <-reap.C:
 			idle := reapAfter * o.VisibilityTimeout.Milliseconds()
-			if err := reapScript.Run(s.ctx, s.rdb, s.keys[:], s.group, idle).Err(); err != nil && s.ctx.Err() == nil {
+			if err := reapScript.Run(s.ctx, s.b.rdb, s.keys[:], s.group, idle).Err(); err != nil && s.ctx.Err() == nil {
 				s.log.Warn("redisstream: deleting idle consumers failed", "topic", s.topic, "group", s.group, "error", err)
 			}
-			nextReap = now.Add(o.VisibilityTimeout)
+		case <-trim:
+			s.trim()
 		}
-		if o.TrimInterval > 0 && !now.Before(nextTrim) {
-			if _, err := s.b.Trim(s.ctx, s.topic); err != nil && s.ctx.Err() == nil {
-				s.log.Warn("redisstream: trim failed", "topic", s.topic, "error", err)
-			}
-			nextTrim = now.Add(o.TrimInterval)
+	}
+}
+
+func (s *subscription) trim() {
+	if _, err := s.b.trim(s.ctx, s.topic); err != nil && s.ctx.Err() == nil {
+		s.log.Warn("redisstream: trim failed", "topic", s.topic, "error", err)
+	}
+}
+
+// Receive fetches up to max entries, claiming abandoned ones every
+// ClaimInterval, and waits on XREAD while there is nothing to fetch.
+func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery, error) {
+	o := s.b.opts
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
 		}
-		free := s.room()
-		if free <= 0 {
-			s.waitRoom(time.Until(nextRenew))
-			continue
-		}
-		claim := !now.Before(nextClaim)
-		res, err := s.fetch(free, claim, cursors)
+		now := time.Now()
+		claim := !now.Before(s.nextClaim)
+		res, err := s.fetch(ctx, max, claim, s.cursors)
+		ds := s.accept(res.entries)
 		if err != nil {
-			if s.ctx.Err() != nil {
-				return
-			}
-			if strings.Contains(err.Error(), "NOGROUP") {
+			if strings.Contains(err.Error(), "NOGROUP") && ctx.Err() == nil {
 				// The stream was deleted under us; start it again.
-				err = s.b.ensureGroups(s.ctx, s.topic, s.group)
+				if gerr := s.b.ensureGroups(ctx, s.topic, s.group); gerr != nil {
+					err = gerr
+				}
 			}
-			if err != nil {
-				s.log.Warn("redisstream: fetching failed; retrying", "topic", s.topic, "group", s.group, "error", err)
-			}
-			pause = min(max(2*pause, 50*time.Millisecond), 5*time.Second)
-			continue
+			return ds, err
 		}
-		pause = 0
 		if claim {
-			cursors = res.cursors
-			if cursors == [2]string{"0-0", "0-0"} {
-				nextClaim = now.Add(o.ClaimInterval)
+			s.cursors = res.cursors
+			if s.cursors == [2]string{"0-0", "0-0"} {
+				s.nextClaim = now.Add(o.ClaimInterval)
 			}
 		}
 		if res.nextDue >= 0 {
 			s.schedulePromote(time.Duration(res.nextDue) * time.Millisecond)
 		}
-		if len(res.entries) > 0 {
-			s.accept(res.entries)
-			continue
+		if len(ds) > 0 {
+			return ds, nil
 		}
 		if res.last[0] == "" {
 			// The script did not run (it was being loaded again).
 			continue
 		}
-		wait := min(time.Until(nextClaim), time.Until(nextRenew), time.Until(nextReap))
-		if o.TrimInterval > 0 {
-			wait = min(wait, time.Until(nextTrim))
-		}
+		wait := min(time.Until(s.nextClaim), o.VisibilityTimeout/3)
 		if wait < time.Millisecond {
 			continue
 		}
 		// Wake when either stream gains an entry newer than the newest
-		// seen: new work for the group, or a retry due.
-		err = s.rdb.XRead(s.ctx, &redis.XReadArgs{
+		// seen: new work for the group, or a retry due. Closing the
+		// connection ends a blocked XREAD at once.
+		stop := context.AfterFunc(ctx, func() { s.rdb.Close() })
+		err = s.rdb.XRead(ctx, &redis.XReadArgs{
 			Streams: []string{s.keys[0], s.keys[1], res.last[0], res.last[1]},
 			Count:   1,
 			Block:   wait,
 		}).Err()
+		stop()
 		if err != nil && !errors.Is(err, redis.Nil) {
-			if s.ctx.Err() != nil {
-				return
-			}
-			s.log.Warn("redisstream: waiting for entries failed; retrying", "topic", s.topic, "group", s.group, "error", err)
-			pause = min(max(2*pause, 50*time.Millisecond), 5*time.Second)
+			return nil, err
 		}
-	}
-}
-
-// sleep waits for d, or returns false when the subscription closes.
-func (s *subscription) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-s.done:
-		return false
-	}
-}
-
-// waitRoom waits until a settlement frees room in the window, or for d.
-func (s *subscription) waitRoom(d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-s.slot:
-	case <-t.C:
-	case <-s.done:
 	}
 }
 
@@ -349,7 +263,7 @@ type fetched struct {
 // which spares Redis copying every message through Lua.
 const smallFetch = 16
 
-func (s *subscription) fetch(want int, claim bool, cursors [2]string) (fetched, error) {
+func (s *subscription) fetch(ctx context.Context, want int, claim bool, cursors [2]string) (fetched, error) {
 	claimFlag := "0"
 	if claim {
 		claimFlag = "1"
@@ -357,7 +271,7 @@ func (s *subscription) fetch(want int, claim bool, cursors [2]string) (fetched, 
 	keys := []string{s.keys[0], s.keys[1], s.delayed}
 	args := []any{s.group, s.consumer, want, claimFlag, s.b.opts.VisibilityTimeout.Milliseconds(), cursors[0], cursors[1], "1"}
 	if want <= smallFetch {
-		v, err := fetchScript.Run(s.ctx, s.rdb, keys, args...).Result()
+		v, err := fetchScript.Run(ctx, s.rdb, keys, args...).Result()
 		if err != nil {
 			return fetched{}, err
 		}
@@ -366,11 +280,11 @@ func (s *subscription) fetch(want int, claim bool, cursors [2]string) (fetched, 
 	side := want / 4
 	args[2], args[7] = side, "0"
 	pipe := s.rdb.Pipeline()
-	script := pipe.EvalSha(s.ctx, fetchScript.Hash(), keys, args...)
-	main := pipe.XReadGroup(s.ctx, &redis.XReadGroupArgs{
+	script := pipe.EvalSha(ctx, fetchScript.Hash(), keys, args...)
+	main := pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: s.group, Consumer: s.consumer, Streams: []string{s.keys[0], ">"}, Count: int64(want - side), Block: -1,
 	})
-	pipe.Exec(s.ctx)
+	pipe.Exec(ctx)
 	// What the XREADGROUP took is this consumer's now, whatever became of
 	// the script.
 	var f fetched
@@ -379,7 +293,7 @@ func (s *subscription) fetch(want int, claim bool, cursors [2]string) (fetched, 
 		f, serr = parseFetched(v)
 	} else if strings.HasPrefix(serr.Error(), "NOSCRIPT") {
 		// Flushed from the server's cache; load it for the next fetch.
-		serr = fetchScript.Load(s.ctx, s.rdb).Err()
+		serr = fetchScript.Load(ctx, s.rdb).Err()
 		f.nextDue = -1
 		f.cursors = cursors
 	}
@@ -440,38 +354,22 @@ func parseFetched(v any) (fetched, error) {
 	return f, nil
 }
 
-// accept turns fetched entries into deliveries in the buffer. An entry
-// delivered MaxAttempts times already, none of which was settled (its
-// consumers crashed, or timed out, or gave it back), goes to the
-// dead-letter stream instead.
-func (s *subscription) accept(entries []entry) {
-	ds := make([]*delivery, 0, len(entries))
-	for _, e := range entries {
-		m, base := decode(e.id, e.fields)
-		d := &delivery{s: s, stream: e.stream, id: e.id, count: e.count, attempt: base + e.count, fields: e.fields, msg: m}
-		m.Attempt = d.attempt
-		if s.opts.MaxAttempts > 0 && d.attempt > s.opts.MaxAttempts {
-			reason := fmt.Errorf("redisstream: delivered %d times without being settled", d.attempt-1)
-			if err := s.deadLetter(s.ctx, d, reason, d.attempt-1); err != nil && s.ctx.Err() == nil {
-				// It stays pending and is claimed again later.
-				s.log.Warn("redisstream: dead-lettering failed", "topic", s.topic, "group", s.group, "id", m.ID, "error", err)
-			}
-			continue
-		}
-		ds = append(ds, d)
+// accept turns fetched entries into deliveries held by the subscription.
+func (s *subscription) accept(entries []entry) []driver.Delivery {
+	if len(entries) == 0 {
+		return nil
 	}
-	if len(ds) == 0 {
-		return
-	}
+	ds := make([]driver.Delivery, len(entries))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// Kept even when closed: release reads buf to lower delivery counts.
-	s.buf = append(s.buf, ds...)
-	for _, d := range ds {
+	for i, e := range entries {
+		m, base := decode(e.id, e.fields)
+		d := &delivery{s: s, stream: e.stream, id: e.id, count: e.count, fields: e.fields, msg: m}
+		m.Attempt = base + e.count
 		s.held[d] = struct{}{}
+		ds[i] = d
 	}
-	close(s.wake)
-	s.wake = make(chan struct{})
+	return ds
 }
 
 // renew resets the idle time of the held entries. Entries claimed away
@@ -516,16 +414,9 @@ func (s *subscription) renew() {
 		if d == nil {
 			continue
 		}
+		// Handed out, it can no longer be settled; waiting for hand-out,
+		// it is dropped then (see HandOff).
 		d.lost = true
-		if !d.handed {
-			delete(s.held, d)
-			for i, b := range s.buf {
-				if b == d {
-					s.buf = append(s.buf[:i], s.buf[i+1:]...)
-					break
-				}
-			}
-		}
 	}
 }
 
@@ -557,9 +448,9 @@ func (s *subscription) promote() {
 		return
 	}
 	s.promoteAt = time.Time{}
-	s.settling.Add(1)
+	s.promoting.Add(1)
 	s.mu.Unlock()
-	defer s.settling.Done()
+	defer s.promoting.Done()
 	ctx, cancel := context.WithTimeout(s.ctx, s.b.opts.ReadTimeout)
 	defer cancel()
 	next, err := promoteScript.Run(ctx, s.b.rdb, []string{s.delayed, s.keys[1]}).Int64()
@@ -572,23 +463,6 @@ func (s *subscription) promote() {
 	case next >= 0:
 		s.schedulePromote(time.Duration(next)*time.Millisecond + time.Millisecond)
 	}
-}
-
-// deadLetter moves d's message to the dead-letter stream with attempts
-// recorded, acking d in the same step.
-func (s *subscription) deadLetter(ctx context.Context, d *delivery, reason error, attempts int) error {
-	m, _ := decode(d.id, d.fields)
-	m.Attempt = attempts
-	dead := bus.DeadLetter(m, s.topic, s.group, reason, time.Now())
-	args := append([]any{s.group, s.consumer, d.id, d.stream}, encode(dead, 0)...)
-	res, err := deadLetterScript.Run(ctx, s.b.rdb, []string{s.keys[d.stream], s.opts.DeadLetterTopic}, args...).Int()
-	if err != nil {
-		return fmt.Errorf("redisstream: dead-letter to %q: %w", s.opts.DeadLetterTopic, err)
-	}
-	if res < 0 {
-		return fmt.Errorf("redisstream: dead-letter %s: %w", m.ID, ErrReclaimed)
-	}
-	return nil
 }
 
 type ackRequest struct {
@@ -649,63 +523,46 @@ func (s *subscription) flushAcks(batch []*ackRequest) {
 	}
 }
 
-// delivery is one entry handed out (or about to be) by a subscription.
+// delivery is one entry fetched by a subscription.
 type delivery struct {
-	s       *subscription
-	stream  int
-	id      string // stream entry ID
-	count   int    // delivery count in the pending list
-	attempt int
-	fields  []string // as stored, for retries and dead letters
-	msg     *bus.Message
-	handed  bool // guarded by s.mu
-	lost    bool // claimed by another consumer; guarded by s.mu
-	settled atomic.Bool
+	s      *subscription
+	stream int
+	id     string   // stream entry ID
+	count  int      // delivery count in the pending list
+	fields []string // as stored, for retries and dead letters
+	msg    *bus.Message
+	lost   bool // claimed by another consumer; guarded by s.mu
 }
 
 func (d *delivery) Message() *bus.Message { return d.msg }
 
-// begin starts a settlement: it fails on a second settlement and after
-// Close.
-func (d *delivery) begin() error {
-	if !d.settled.CompareAndSwap(false, true) {
-		return bus.ErrAlreadyAcked
-	}
+// HandOff drops a delivery that another consumer claimed while it waited
+// to be handed out.
+func (d *delivery) HandOff() bool {
 	s := d.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return bus.ErrClosed
+	if d.lost {
+		delete(s.held, d)
+		return false
 	}
-	s.settling.Add(1)
-	return nil
+	return true
 }
 
-// end finishes a settlement and frees its room in the window.
+// end forgets d once its settlement was tried: the subscription no
+// longer renews it, so if the settlement did not reach Redis the entry
+// stays pending and another claim takes it after the visibility timeout.
 func (d *delivery) end() {
 	s := d.s
 	s.mu.Lock()
 	delete(s.held, d)
 	s.mu.Unlock()
-	s.poke()
-	s.settling.Done()
-}
-
-// poke wakes the loop when it waits for room in the window.
-func (s *subscription) poke() {
-	select {
-	case s.slot <- struct{}{}:
-	default:
-	}
 }
 
 // Ack acknowledges the entry with XACK, batched with other Acks of the
 // subscription; it returns once Redis has replied. When ctx ends first,
 // Ack returns ctx's error and the XACK may still happen.
 func (d *delivery) Ack(ctx context.Context) error {
-	if err := d.begin(); err != nil {
-		return err
-	}
 	r := &ackRequest{d: d, done: make(chan error, 1)}
 	select {
 	case d.s.acks <- r:
@@ -721,29 +578,16 @@ func (d *delivery) Ack(ctx context.Context) error {
 	}
 }
 
-// Nack acks the entry and, in the same step on the server, either appends
-// its dead-letter copy to the dead-letter stream or enqueues a retry for
-// this group alone: into the group's retry stream at once, or into its
-// delayed set for opts.Delay. A postponed delivery is never dead-lettered
-// and keeps its attempt number. See bus.Delivery.
-func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
-	if err := d.begin(); err != nil {
-		return err
-	}
+// Retry acks the entry and, in the same step on the server, enqueues a
+// retry for this group alone: into the group's retry stream at once, or
+// into its delayed set for delay. The retry entry records attempts, so
+// the next delivery is numbered attempts+1.
+func (d *delivery) Retry(ctx context.Context, delay time.Duration, attempts int) error {
 	defer d.end()
 	s := d.s
-	// A postponed delivery was no attempt: its retry entry records one
-	// attempt fewer, so the next delivery has this one's number.
-	done := d.attempt
-	if opts.Postpone {
-		done--
-	} else if opts.DeadLetter || s.opts.Exhausted(d.attempt) {
-		return s.deadLetter(ctx, d, opts.Reason, d.attempt)
-	}
-	delay := max(opts.Delay, 0)
 	ms := int64((delay + time.Millisecond - 1) / time.Millisecond)
 	m, _ := decode(d.id, d.fields)
-	args := append([]any{s.group, s.consumer, d.id, d.stream, ms}, encode(m, done)...)
+	args := append([]any{s.group, s.consumer, d.id, d.stream, ms}, encode(m, attempts)...)
 	res, err := retryScript.Run(ctx, s.b.rdb, []string{s.keys[d.stream], s.keys[1], s.delayed}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("redisstream: nack %s: %w", m.ID, err)
@@ -753,6 +597,22 @@ func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
 	}
 	if ms > 0 {
 		s.schedulePromote(time.Duration(ms) * time.Millisecond)
+	}
+	return nil
+}
+
+// DeadLetter appends dead to the dead-letter stream topic and acks the
+// entry, in one step on the server.
+func (d *delivery) DeadLetter(ctx context.Context, topic string, dead *bus.Message) error {
+	defer d.end()
+	s := d.s
+	args := append([]any{s.group, s.consumer, d.id, d.stream}, encode(dead, 0)...)
+	res, err := deadLetterScript.Run(ctx, s.b.rdb, []string{s.keys[d.stream], topic}, args...).Int()
+	if err != nil {
+		return fmt.Errorf("redisstream: dead-letter to %q: %w", topic, err)
+	}
+	if res < 0 {
+		return fmt.Errorf("redisstream: dead-letter %s: %w", dead.ID, ErrReclaimed)
 	}
 	return nil
 }

@@ -27,7 +27,9 @@ type BrokerDescription struct {
 // Describe asks every master broker for its version and configuration
 // (flushDiskType, maxMessageSize and the rest), for tools such as the
 // benchmark's broker probe.
-func (b *Broker) Describe(ctx context.Context) ([]BrokerDescription, error) {
+func (b *Broker) Describe(ctx context.Context) ([]BrokerDescription, error) { return b.c.describe(ctx) }
+
+func (b *client) describe(ctx context.Context) ([]BrokerDescription, error) {
 	ctx, cancel := b.requestCtx(ctx)
 	defer cancel()
 	masters, err := b.clusterMasters(ctx)
@@ -70,6 +72,10 @@ func (b *Broker) Describe(ctx context.Context) ([]BrokerDescription, error) {
 // the consumer group (with its offsets) and its retry topic. Topics that
 // do not exist are skipped.
 func (b *Broker) Remove(ctx context.Context, topic string, groups ...string) error {
+	return b.c.remove(ctx, topic, groups...)
+}
+
+func (b *client) remove(ctx context.Context, topic string, groups ...string) error {
 	ctx, cancel := b.requestCtx(ctx)
 	defer cancel()
 	masters, err := b.clusterMasters(ctx)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 func init() { bus.Register(Scheme, open) }
@@ -30,8 +31,15 @@ func open(ctx context.Context, u *url.URL) (bus.Broker, error) {
 }
 
 // Broker is a connection to a RocketMQ cluster through its name servers;
-// it publishes and subscribes. It is safe for concurrent use.
+// it publishes and subscribes. It is safe for concurrent use, and
+// implements bus.Broker on the driver layer (see package bus/driver).
 type Broker struct {
+	*driver.Broker
+	c *client
+}
+
+// client is the driver of a Broker.
+type client struct {
 	opts     Options
 	clientID string
 	group    string // producer group
@@ -72,7 +80,7 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 	rand.Read(r[:])
 	host, _ := os.Hostname()
 	id := hex.EncodeToString(r[:])
-	b := &Broker{
+	b := &client{
 		opts:     opts,
 		clientID: fmt.Sprintf("%s@omnibus-%d-%s", host, os.Getpid(), id),
 		group:    "omnibus-producer-" + id,
@@ -84,17 +92,17 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 	dctx, cancel := context.WithTimeout(ctx, opts.DialTimeout)
 	defer cancel()
 	if _, err := b.clusterMasters(dctx); err != nil {
-		b.Close()
+		b.Close(ctx)
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: name servers %v: %w", bus.ErrUnreachable, opts.NameServers, ctx.Err())
 		}
 		return nil, fmt.Errorf("%w: name servers %v: %v", bus.ErrUnreachable, opts.NameServers, err)
 	}
-	return b, nil
+	return &Broker{Broker: driver.New(b, driver.Options{Logger: opts.Logger, Name: "rocketmq"}), c: b}, nil
 }
 
 // Features reports what this backend guarantees.
-func (b *Broker) Features() bus.Features {
+func (b *client) Features() bus.Features {
 	return bus.Features{
 		OrderedPerKey:  true,
 		Persistent:     true,
@@ -103,7 +111,7 @@ func (b *Broker) Features() bus.Features {
 	}
 }
 
-func (b *Broker) requestCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+func (b *client) requestCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
 		return context.WithCancel(ctx)
 	}
@@ -111,7 +119,7 @@ func (b *Broker) requestCtx(ctx context.Context) (context.Context, context.Cance
 }
 
 // nsCall sends a request to the first name server that answers.
-func (b *Broker) nsCall(ctx context.Context, code int, ext map[string]string) (*command, error) {
+func (b *client) nsCall(ctx context.Context, code int, ext map[string]string) (*command, error) {
 	var errs []error
 	for _, addr := range b.opts.NameServers {
 		c, err := b.ns.get(ctx, addr)
@@ -191,7 +199,7 @@ func (p *pool) close() {
 }
 
 // clusterMasters returns the addresses of every master broker.
-func (b *Broker) clusterMasters(ctx context.Context) ([]string, error) {
+func (b *client) clusterMasters(ctx context.Context) ([]string, error) {
 	resp, err := b.nsCall(ctx, codeGetClusterInfo, nil)
 	if err != nil {
 		return nil, err
@@ -221,7 +229,7 @@ func (b *Broker) clusterMasters(ctx context.Context) ([]string, error) {
 var errNoTopic = errors.New("rocketmq: topic does not exist")
 
 // fetchRoute asks the name servers for a topic's route.
-func (b *Broker) fetchRoute(ctx context.Context, topic string) (*route, error) {
+func (b *client) fetchRoute(ctx context.Context, topic string) (*route, error) {
 	resp, err := b.nsCall(ctx, codeGetRouteInfo, map[string]string{"topic": topic})
 	if err != nil {
 		return nil, err
@@ -289,7 +297,7 @@ func (b *Broker) fetchRoute(ctx context.Context, topic string) (*route, error) {
 // route returns topic's route, from the cache or the name servers,
 // creating the topic when it is missing and queues > 0 (and creation is
 // allowed).
-func (b *Broker) route(ctx context.Context, topic string, queues int, fresh bool) (*route, error) {
+func (b *client) route(ctx context.Context, topic string, queues int, fresh bool) (*route, error) {
 	if !fresh {
 		b.mu.Lock()
 		rt := b.routes[topic]
@@ -313,7 +321,7 @@ func (b *Broker) route(ctx context.Context, topic string, queues int, fresh bool
 
 // createTopic creates topic on every master broker and waits until the
 // name servers route it.
-func (b *Broker) createTopic(ctx context.Context, topic string, queues int) (*route, error) {
+func (b *client) createTopic(ctx context.Context, topic string, queues int) (*route, error) {
 	masters, err := b.clusterMasters(ctx)
 	if err != nil {
 		return nil, err
@@ -363,20 +371,11 @@ type outgoing struct {
 	props string
 }
 
-// Publish sends msgs to topic and returns when the broker has stored them
+// Send sends msgs to topic and returns when the broker has stored them
 // (flushed them to disk, when it runs with SYNC_FLUSH). Messages with a
 // key go to the queue the key's hash picks; the keyless messages of one
 // call share one queue, taken in turn.
-func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message) error {
-	if err := bus.CheckCall(ctx, b.closed.Load(), topic); err != nil {
-		return err
-	}
-	if err := bus.Prepare(msgs, b.opts.MaxMessageSize); err != nil {
-		return err
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
+func (b *client) Send(ctx context.Context, topic string, msgs []*bus.Message) error {
 	out := make([]outgoing, len(msgs))
 	for i, m := range msgs {
 		props, err := encodeProperties(m)
@@ -393,7 +392,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message
 }
 
 // send delivers out to rtopic; keys[i] picks the queue of out[i].
-func (b *Broker) send(ctx context.Context, rtopic string, out []outgoing, keys []string) error {
+func (b *client) send(ctx context.Context, rtopic string, out []outgoing, keys []string) error {
 	ctx, cancel := b.requestCtx(ctx)
 	defer cancel()
 	rt, err := b.route(ctx, rtopic, b.opts.Queues, false)
@@ -460,7 +459,7 @@ func isStaleRoute(err error) bool {
 	return errors.As(err, &re) && re.Code == respTopicNotExist
 }
 
-func (b *Broker) publishErr(ctx context.Context, err error) error {
+func (b *client) publishErr(ctx context.Context, err error) error {
 	if b.closed.Load() {
 		return bus.ErrClosed
 	}
@@ -484,7 +483,7 @@ func cutBatch(group []outgoing) []outgoing {
 }
 
 // sendBatch sends messages to one queue in one request.
-func (b *Broker) sendBatch(ctx context.Context, rtopic string, q queueRef, batch []outgoing) error {
+func (b *client) sendBatch(ctx context.Context, rtopic string, q queueRef, batch []outgoing) error {
 	c, err := b.brokers.get(ctx, q.addr)
 	if err != nil {
 		return err
@@ -534,32 +533,21 @@ func (b *Broker) sendBatch(ctx context.Context, rtopic string, q queueRef, batch
 
 // Subscribe opens a subscription to topic for opts.Group. See the package
 // documentation for how groups, retries and dead letters map to RocketMQ.
-func (b *Broker) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
-	if err := bus.CheckCall(ctx, b.closed.Load(), topic); err != nil {
-		return nil, err
-	}
-	opts = opts.WithDefaults(topic)
+func (b *client) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (driver.Subscription, error) {
 	return b.subscribe(ctx, topic, opts)
 }
 
-// Close closes every subscription and connection. It is idempotent.
-func (b *Broker) Close() error {
-	if b.closed.Swap(true) {
-		return nil
-	}
-	b.mu.Lock()
-	subs := make([]*subscription, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
-	b.mu.Unlock()
-	for _, s := range subs {
-		s.Close()
-	}
+// Close closes the connections; the portable side has closed the
+// subscriptions.
+func (b *client) Close(context.Context) error {
+	b.closed.Store(true)
 	b.ns.close()
 	b.brokers.close()
 	return nil
 }
 
-var _ bus.Broker = (*Broker)(nil)
-var _ bus.FeatureReporter = (*Broker)(nil)
+var (
+	_ bus.Broker          = (*Broker)(nil)
+	_ bus.FeatureReporter = (*Broker)(nil)
+	_ driver.Driver       = (*client)(nil)
+)

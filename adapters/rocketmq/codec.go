@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/wire"
 )
 
 // Message properties this package writes. A RocketMQ message carries
@@ -21,13 +22,15 @@ import (
 const (
 	// PropID holds bus.Message.ID. The ID also goes in RocketMQ's KEYS
 	// property, which the broker indexes (mqadmin queryMsgByKey).
-	PropID = "omnibus-id"
+	PropID = wire.ID
 	// PropKey holds bus.Message.Key.
-	PropKey = "omnibus-key"
+	PropKey = wire.Key
 	// PropPublishedAt holds bus.Message.PublishedAt in Unix nanoseconds.
-	PropPublishedAt = "omnibus-published-at"
+	// Messages written before it had this name carry it as
+	// "omnibus-published-at", which is read as well.
+	PropPublishedAt = wire.Published
 	// PropAttempt holds the attempt number of a redelivery copy.
-	PropAttempt = "omnibus-attempt"
+	PropAttempt = wire.Attempt
 	// HeaderPrefix starts the property of each header: header "k" is
 	// property "h:k".
 	HeaderPrefix = "h:"
@@ -234,8 +237,10 @@ func (w *wireMessage) toBus() *bus.Message {
 	if ours {
 		m.ID = id
 		m.Key = w.props[PropKey]
-		if ns, err := strconv.ParseInt(w.props[PropPublishedAt], 10, 64); err == nil {
-			m.PublishedAt = time.Unix(0, ns)
+		if t, ok := wire.ParseTime(w.props[PropPublishedAt]); ok {
+			m.PublishedAt = t
+		} else if t, ok := wire.ParseTime(w.props[wire.PublishedOld]); ok {
+			m.PublishedAt = t
 		}
 		if n, err := strconv.Atoi(w.props[PropAttempt]); err == nil && n > 0 {
 			m.Attempt = n

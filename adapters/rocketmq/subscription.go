@@ -7,10 +7,10 @@ import (
 	"sort"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // Response codes of a pull or heartbeat that mean the broker has not got
@@ -23,7 +23,7 @@ const (
 
 // subscription is one member of a RocketMQ consumer group.
 type subscription struct {
-	b          *Broker
+	b          *client
 	topic      string // omnibus topic
 	opts       bus.SubscribeOptions
 	rtopic     string // RocketMQ topic
@@ -34,7 +34,6 @@ type subscription struct {
 	log        func(msg string, args ...any)
 
 	ready   chan *delivery // unbuffered: pull loops hand over here
-	slots   chan struct{}  // one token per unsettled delivery
 	kick    chan struct{}  // asks for a rebalance now
 	closing chan struct{}
 	ctx     context.Context
@@ -44,7 +43,7 @@ type subscription struct {
 
 	mu        sync.Mutex
 	states    map[queueKey]*queueState
-	unsettled map[*delivery]struct{}
+	unsettled map[*delivery]struct{} // received and not settled
 	hbAt      time.Time
 }
 
@@ -81,7 +80,7 @@ func (qs *queueState) commitOffset() int64 {
 	return off
 }
 
-func (b *Broker) subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
+func (b *client) subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (driver.Subscription, error) {
 	rgroup := groupName(opts.Group, topic)
 	s := &subscription{
 		b:          b,
@@ -92,7 +91,6 @@ func (b *Broker) subscribe(ctx context.Context, topic string, opts bus.Subscribe
 		retryTopic: rgroup + "|retry",
 		clientID:   fmt.Sprintf("%s-%d", b.clientID, b.nsub.Add(1)),
 		ready:      make(chan *delivery),
-		slots:      make(chan struct{}, opts.Prefetch),
 		kick:       make(chan struct{}, 1),
 		closing:    make(chan struct{}),
 		states:     map[queueKey]*queueState{},
@@ -136,24 +134,16 @@ func (b *Broker) subscribe(ctx context.Context, topic string, opts bus.Subscribe
 		return nil, bus.ErrClosed
 	}
 	b.subs[s] = struct{}{}
-	// Counted from here, so that a Close from Broker.Close meanwhile
-	// waits for the first rebalance before it lets the queues go.
 	s.wg.Add(1)
 	b.mu.Unlock()
 	// The first rebalance runs before Subscribe returns, so that the
 	// member holds its queues when the caller publishes.
 	s.rebalance(rctx)
 	go s.run()
-	select {
-	case <-s.closing:
-		s.Close()
-		return nil, bus.ErrClosed
-	default:
-	}
 	return s, nil
 }
 
-func (b *Broker) subscribeErr(ctx context.Context, err error) error {
+func (b *client) subscribeErr(ctx context.Context, err error) error {
 	if b.closed.Load() {
 		return bus.ErrClosed
 	}
@@ -670,84 +660,84 @@ func (s *subscription) pull(ctx context.Context, qs *queueState) {
 	}
 }
 
-// Receive returns the next delivery, waiting while Prefetch deliveries
-// are unsettled.
-func (s *subscription) Receive(ctx context.Context) (bus.Delivery, error) {
-	select {
-	case <-s.closing:
-		return nil, bus.ErrClosed
-	default:
-	}
-	select {
-	case s.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-s.closing:
-		return nil, bus.ErrClosed
-	}
-	select {
-	case d := <-s.ready:
+// Receive takes up to max deliveries from the pull loops, waiting for
+// one.
+func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery, error) {
+	var out []driver.Delivery
+	take := func(d *delivery) {
 		d.qs.mu.Lock()
 		d.qs.handed++
 		d.qs.mu.Unlock()
 		s.mu.Lock()
 		s.unsettled[d] = struct{}{}
 		s.mu.Unlock()
-		return d, nil
-	case <-ctx.Done():
-		<-s.slots
-		return nil, ctx.Err()
-	case <-s.closing:
-		<-s.slots
-		return nil, bus.ErrClosed
+		out = append(out, d)
 	}
+	select {
+	case d := <-s.ready:
+		take(d)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	for len(out) < max {
+		select {
+		case d := <-s.ready:
+			take(d)
+		default:
+			return out, nil
+		}
+	}
+	return out, nil
 }
 
-// Close stops intake, gives the deliveries in hand back (they come again,
-// counted as a further attempt), stores the offsets, lets the queues go
-// and leaves the group.
-func (s *subscription) Close() error {
-	s.once.Do(func() {
-		close(s.closing)
-		// Stop the pulls and the rebalancing first, so that no queue is
-		// taken while the subscription closes.
-		s.cancel()
-		s.wg.Wait()
-		s.mu.Lock()
-		states := make([]*queueState, 0, len(s.states))
-		for _, qs := range s.states {
-			states = append(states, qs)
+// Close stops intake, gives the deliveries in hand back (those handed out
+// come again counted as a further attempt, those never handed out as the
+// same one), stores the offsets, lets the queues go and leaves the group.
+func (s *subscription) Close(ctx context.Context, unhanded, _ []driver.Delivery) error {
+	close(s.closing)
+	// Stop the pulls and the rebalancing first, so that no queue is
+	// taken while the subscription closes.
+	s.cancel()
+	s.wg.Wait()
+	s.mu.Lock()
+	states := make([]*queueState, 0, len(s.states))
+	for _, qs := range s.states {
+		states = append(states, qs)
+	}
+	s.states = map[queueKey]*queueState{}
+	held := make([]*delivery, 0, len(s.unsettled))
+	for d := range s.unsettled {
+		held = append(held, d)
+	}
+	s.mu.Unlock()
+	fresh := make(map[*delivery]bool, len(unhanded))
+	for _, d := range unhanded {
+		fresh[d.(*delivery)] = true
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.b.opts.RequestTimeout)
+	defer cancel()
+	for _, d := range held {
+		attempt := d.msg.Attempt + 1
+		if fresh[d] {
+			attempt = d.msg.Attempt
 		}
-		s.states = map[queueKey]*queueState{}
-		held := make([]*delivery, 0, len(s.unsettled))
-		for d := range s.unsettled {
-			held = append(held, d)
+		if err := d.requeue(ctx, attempt, 0); err != nil {
+			// The message stays unsettled, so its offset is not
+			// committed: the group reads it again.
+			s.log("giving back a delivery failed", "id", d.msg.ID, "err", err)
+			continue
 		}
-		s.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), s.b.opts.RequestTimeout)
-		defer cancel()
-		for _, d := range held {
-			if !d.claim() {
-				continue
-			}
-			if err := d.requeue(ctx, d.msg.Attempt+1, 0); err != nil {
-				// The message stays unsettled, so its offset is not
-				// committed: the group reads it again.
-				s.log("giving back a delivery failed", "id", d.msg.ID, "err", err)
-				continue
-			}
-			d.settle()
-		}
-		for _, qs := range states {
-			s.commit(ctx, qs)
-		}
-		s.unlockAll(ctx)
-		s.unregister(ctx)
-		s.conns.close()
-		s.b.mu.Lock()
-		delete(s.b.subs, s)
-		s.b.mu.Unlock()
-	})
+		d.settle()
+	}
+	for _, qs := range states {
+		s.commit(ctx, qs)
+	}
+	s.unlockAll(ctx)
+	s.unregister(ctx)
+	s.conns.close()
+	s.b.mu.Lock()
+	delete(s.b.subs, s)
+	s.b.mu.Unlock()
 	return nil
 }
 
@@ -792,24 +782,18 @@ func (s *subscription) unregister(ctx context.Context) {
 	}
 }
 
-// delivery is one message handed out by Receive.
+// delivery is one message taken by Receive.
 type delivery struct {
 	s      *subscription
 	qs     *queueState
 	offset int64
 	msg    *bus.Message
-	state  atomic.Int32 // 0 unsettled, 1 being settled, 2 settled
 }
 
 func (d *delivery) Message() *bus.Message { return d.msg }
 
-// claim marks the delivery as being settled; false if it already is.
-func (d *delivery) claim() bool { return d.state.CompareAndSwap(0, 1) }
-
-// settle records the settlement: the offset may be committed and the
-// window has room again.
+// settle records the settlement: the offset may be committed.
 func (d *delivery) settle() {
-	d.state.Store(2)
 	d.qs.mu.Lock()
 	delete(d.qs.pending, d.offset)
 	d.qs.handed--
@@ -817,52 +801,69 @@ func (d *delivery) settle() {
 	d.s.mu.Lock()
 	delete(d.s.unsettled, d)
 	d.s.mu.Unlock()
-	<-d.s.slots
-}
-
-func (d *delivery) check() error {
-	select {
-	case <-d.s.closing:
-		return bus.ErrClosed
-	default:
-	}
-	if !d.claim() {
-		return bus.ErrAlreadyAcked
-	}
-	return nil
 }
 
 func (d *delivery) Ack(ctx context.Context) error {
-	if err := d.check(); err != nil {
-		return err
-	}
 	d.settle()
 	return nil
 }
 
-// Nack sends a copy of the message to the group's retry topic, due after
-// opts.Delay, or to the dead-letter topic, then settles the delivery.
-func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
-	if err := d.check(); err != nil {
-		return err
-	}
-	var err error
-	if opts.DeadLetter || (!opts.Postpone && d.s.opts.Exhausted(d.msg.Attempt)) {
-		err = d.deadLetter(ctx, opts.Reason)
-	} else {
-		next := d.msg.Attempt + 1
-		if opts.Postpone {
-			next = d.msg.Attempt
-		}
-		err = d.requeue(ctx, next, opts.Delay)
-	}
-	if err != nil {
-		d.state.Store(0) // still unsettled: Nack may be tried again
-		return err
-	}
-	d.settle()
-	return nil
+// Retry sends a copy of the message to the group's retry topic, due after
+// delay, then settles the delivery.
+func (d *delivery) Retry(ctx context.Context, delay time.Duration, attempts int) error {
+	return d.after(attempts+1, d.requeue(ctx, attempts+1, delay))
 }
+
+// DeadLetter stores dead in the dead-letter topic, then settles the
+// delivery.
+func (d *delivery) DeadLetter(ctx context.Context, topic string, dead *bus.Message) error {
+	props, err := encodeProperties(dead)
+	if err == nil {
+		err = d.s.b.send(ctx, Name(topic, maxTopicLen), []outgoing{{body: dead.Body, props: props}}, []string{dead.Key})
+	}
+	return d.after(d.msg.Attempt, err)
+}
+
+// after settles the delivery once the copy that replaces it is stored.
+// When that failed, the message stays pending, so its offset is not
+// committed, and comes again from this subscription after a pause,
+// numbered attempt.
+func (d *delivery) after(attempt int, err error) error {
+	if err == nil {
+		d.settle()
+		return nil
+	}
+	s := d.s
+	again := &delivery{s: s, qs: d.qs, offset: d.offset, msg: d.msg.Clone()}
+	again.msg.Attempt = attempt
+	s.mu.Lock()
+	delete(s.unsettled, d)
+	s.unsettled[again] = struct{}{}
+	s.mu.Unlock()
+	d.qs.mu.Lock()
+	d.qs.handed--
+	d.qs.mu.Unlock()
+	go func() {
+		select {
+		case <-time.After(redeliverPause):
+		case <-s.closing:
+			return
+		}
+		s.mu.Lock()
+		delete(s.unsettled, again)
+		s.mu.Unlock()
+		select {
+		case s.ready <- again:
+		case <-s.closing:
+			// Close reads the offset as pending; the group reads it again.
+		}
+	}()
+	return err
+}
+
+// redeliverPause is how long a delivery whose settlement failed waits
+// before it comes again.
+const redeliverPause = time.Second
 
 // requeue stores a copy of the message in the group's retry topic, with
 // the given attempt number, due after delay (a broker timer message).
@@ -878,16 +879,5 @@ func (d *delivery) requeue(ctx context.Context, attempt int, delay time.Duration
 	return d.s.b.send(ctx, d.s.retryTopic, []outgoing{{body: d.msg.Body, props: props}}, []string{d.msg.Key})
 }
 
-// deadLetter stores the message in the dead-letter topic with the headers
-// of bus.DeadLetter.
-func (d *delivery) deadLetter(ctx context.Context, reason error) error {
-	dl := bus.DeadLetter(d.msg, d.s.topic, d.s.opts.Group, reason, time.Now())
-	props, err := encodeProperties(dl)
-	if err != nil {
-		return err
-	}
-	return d.s.b.send(ctx, Name(d.s.opts.DeadLetterTopic, maxTopicLen), []outgoing{{body: dl.Body, props: props}}, []string{dl.Key})
-}
-
-var _ bus.Subscription = (*subscription)(nil)
-var _ bus.Delivery = (*delivery)(nil)
+var _ driver.Subscription = (*subscription)(nil)
+var _ driver.Delivery = (*delivery)(nil)

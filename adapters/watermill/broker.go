@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // DefaultTrackedMessages is the room of a Broker's own AttemptLog.
@@ -99,23 +100,25 @@ func (o Options) Validate() error {
 // watermill's Publish takes no context; ctx is set as each message's
 // context, which some watermill publishers honour.
 type Broker struct {
+	*driver.Broker
+	c *bridge
+}
+
+// bridge is the driver of a Broker.
+type bridge struct {
 	pub   message.Publisher
 	fixed message.Subscriber
 	opts  Options
 
 	mu       sync.Mutex
-	closed   bool
 	byGroup  map[string]message.Subscriber // built by opts.NewSubscriber
-	open     map[*subscription]struct{}
 	attempts *AttemptLog
-
-	closeOnce sync.Once
-	closeErr  error
 }
 
 var (
 	_ bus.Broker          = (*Broker)(nil)
 	_ bus.FeatureReporter = (*Broker)(nil)
+	_ driver.Driver       = (*bridge)(nil)
 )
 
 // NewBroker returns a Broker that publishes with pub and consumes with sub,
@@ -145,40 +148,28 @@ func NewBroker(pub message.Publisher, sub message.Subscriber, opts Options) (*Br
 	if opts.Attempts == nil {
 		opts.Attempts = NewAttemptLog(DefaultTrackedMessages)
 	}
-	return &Broker{
+	c := &bridge{
 		pub:      pub,
 		fixed:    sub,
 		opts:     opts,
 		byGroup:  map[string]message.Subscriber{},
-		open:     map[*subscription]struct{}{},
 		attempts: opts.Attempts,
-	}, nil
+	}
+	return &Broker{Broker: driver.New(c, driver.Options{Name: "watermill"}), c: c}, nil
 }
 
 // Features returns Options.Features with NackDelay set to Options.DelayNacks.
-func (b *Broker) Features() bus.Features {
+func (b *bridge) Features() bus.Features {
 	f := b.opts.Features
 	f.NackDelay = b.opts.DelayNacks
 	return f
 }
 
-// Publish converts msgs to watermill messages and publishes them in one
+// Send converts msgs to watermill messages and publishes them in one
 // call of the watermill publisher. Watermill publishers stop at the first
 // failure without saying which messages were stored, so a failure is a
 // *bus.PublishError naming every message of the batch.
-func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message) error {
-	if b.isClosed() {
-		return bus.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := bus.Prepare(msgs, b.opts.Features.MaxMessageSize); err != nil {
-		return err
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
+func (b *bridge) Send(ctx context.Context, topic string, msgs []*bus.Message) error {
 	wms := make([]*message.Message, len(msgs))
 	for i, m := range msgs {
 		wms[i] = toWatermill(m)
@@ -195,17 +186,9 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message
 }
 
 // Subscribe opens a watermill subscription to topic with the subscriber of
-// opts.Group. The subscription lives until its Close or the Broker's Close;
-// ctx bounds only the call, though its values reach the watermill
-// subscriber.
-func (b *Broker) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if opts.Prefetch < 0 {
-		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("negative Prefetch %d", opts.Prefetch)}}
-	}
-	opts = opts.WithDefaults(topic)
+// opts.Group. ctx bounds only the call, though its values reach the
+// watermill subscriber.
+func (b *bridge) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (driver.Subscription, error) {
 	wsub, err := b.subscriberFor(opts.Group)
 	if err != nil {
 		return nil, err
@@ -216,33 +199,19 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, opts bus.Subscribe
 		cancel()
 		return nil, fmt.Errorf("watermill subscribe to %q as group %q: %w", topic, opts.Group, err)
 	}
-	s := &subscription{
-		b:         b,
-		topic:     topic,
-		opts:      opts,
-		ch:        ch,
-		cancel:    cancel,
-		slots:     make(chan struct{}, opts.Prefetch),
-		done:      make(chan struct{}),
-		unsettled: map[*delivery]struct{}{},
-	}
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		_ = s.Close()
-		return nil, bus.ErrClosed
-	}
-	b.open[s] = struct{}{}
-	b.mu.Unlock()
-	return s, nil
+	return &subscription{
+		b:       b,
+		topic:   topic,
+		group:   opts.Group,
+		ch:      ch,
+		cancel:  cancel,
+		delayed: map[*delivery]*time.Timer{},
+	}, nil
 }
 
-func (b *Broker) subscriberFor(group string) (message.Subscriber, error) {
+func (b *bridge) subscriberFor(group string) (message.Subscriber, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, bus.ErrClosed
-	}
 	if group == b.opts.Group && b.fixed != nil {
 		return b.fixed, nil
 	}
@@ -266,52 +235,35 @@ func (b *Broker) subscriberFor(group string) (message.Subscriber, error) {
 	return s, nil
 }
 
-func (b *Broker) isClosed() bool {
+// Close closes the watermill subscribers and the publisher, each once;
+// the portable side has closed the subscriptions, which gave their
+// unsettled messages back with a watermill Nack.
+func (b *bridge) Close(context.Context) error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.closed
-}
-
-// Close closes every subscription (giving their unsettled messages back
-// with a watermill Nack), then the watermill subscribers and the
-// publisher. It is idempotent.
-func (b *Broker) Close() error {
-	b.closeOnce.Do(func() {
-		b.mu.Lock()
-		b.closed = true
-		subs := make([]*subscription, 0, len(b.open))
-		for s := range b.open {
-			subs = append(subs, s)
-		}
-		b.mu.Unlock()
-		for _, s := range subs {
-			_ = s.Close()
-		}
-
-		// byGroup is no longer written once closed is set.
-		var errs []error
-		var closed []any
-		closeOnce := func(what string, c interface{ Close() error }) {
-			for _, x := range closed {
-				if same(x, c) {
-					return
-				}
-			}
-			closed = append(closed, c)
-			if err := c.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("watermill: closing %s: %w", what, err))
+	groups := b.byGroup
+	b.byGroup = map[string]message.Subscriber{}
+	b.mu.Unlock()
+	var errs []error
+	var closed []any
+	closeOnce := func(what string, c interface{ Close() error }) {
+		for _, x := range closed {
+			if same(x, c) {
+				return
 			}
 		}
-		for g, s := range b.byGroup {
-			closeOnce(fmt.Sprintf("subscriber of group %q", g), s)
+		closed = append(closed, c)
+		if err := c.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("watermill: closing %s: %w", what, err))
 		}
-		if b.fixed != nil {
-			closeOnce("subscriber", b.fixed)
-		}
-		closeOnce("publisher", b.pub)
-		b.closeErr = errors.Join(errs...)
-	})
-	return b.closeErr
+	}
+	for g, s := range groups {
+		closeOnce(fmt.Sprintf("subscriber of group %q", g), s)
+	}
+	if b.fixed != nil {
+		closeOnce("subscriber", b.fixed)
+	}
+	closeOnce("publisher", b.pub)
+	return errors.Join(errs...)
 }
 
 // same reports whether a and b are one value, so that a watermill pub/sub
@@ -326,74 +278,51 @@ func same(a, b any) (eq bool) {
 	return a == b
 }
 
-// subscription is one watermill subscription seen as a bus.Subscription.
+// subscription is one watermill subscription, the driver side of a
+// bus.Subscription.
 type subscription struct {
-	b      *Broker
+	b      *bridge
 	topic  string
-	opts   bus.SubscribeOptions
+	group  string
 	ch     <-chan *message.Message
 	cancel context.CancelFunc
-	slots  chan struct{} // one token per unsettled delivery, up to Prefetch
 
-	mu        sync.Mutex
-	closed    bool
-	done      chan struct{} // closed by Close
-	unsettled map[*delivery]struct{}
+	mu      sync.Mutex
+	closed  bool
+	delayed map[*delivery]*time.Timer // Nacks waiting out their delay
 }
 
-// Receive returns the next message of the watermill subscription. It
-// returns an error matching bus.ErrClosed when the subscription or the
-// Broker is closed, or when the watermill subscriber closed its channel.
-func (s *subscription) Receive(ctx context.Context) (bus.Delivery, error) {
-	// A closed subscription answers the same way every time, whichever of
-	// the ready cases below select would pick.
-	select {
-	case <-s.done:
-		return nil, bus.ErrClosed
-	default:
+// Receive takes up to max messages of the watermill subscription, waiting
+// for one. When the watermill subscriber closes its channel, the
+// subscription ends with an error matching bus.ErrClosed.
+func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery, error) {
+	var out []driver.Delivery
+	take := func(wm *message.Message) {
+		m := fromWatermill(wm, true)
+		m.Attempt = s.b.attempts.next(s.key(wm.UUID))
+		out = append(out, &delivery{s: s, wm: wm, m: m})
 	}
 	select {
-	case s.slots <- struct{}{}:
-	case <-s.done:
-		return nil, bus.ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	var wm *message.Message
-	select {
-	case m, ok := <-s.ch:
+	case wm, ok := <-s.ch:
 		if !ok {
-			<-s.slots
-			select {
-			case <-s.done: // our own Close closed the watermill subscriber
-				return nil, bus.ErrClosed
-			default:
-			}
 			return nil, fmt.Errorf("%w: the watermill subscriber closed its channel for %q", bus.ErrClosed, s.topic)
 		}
-		wm = m
-	case <-s.done:
-		<-s.slots
-		return nil, bus.ErrClosed
+		take(wm)
 	case <-ctx.Done():
-		<-s.slots
 		return nil, ctx.Err()
 	}
-
-	m := fromWatermill(wm, true)
-	m.Attempt = s.b.attempts.next(s.key(wm.UUID))
-	d := &delivery{s: s, wm: wm, m: m}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		s.b.attempts.failed(s.key(wm.UUID), m.Attempt)
-		wm.Nack()
-		<-s.slots
-		return nil, bus.ErrClosed
+	for len(out) < max {
+		select {
+		case wm, ok := <-s.ch:
+			if !ok {
+				return out, nil
+			}
+			take(wm)
+		default:
+			return out, nil
+		}
 	}
-	s.unsettled[d] = struct{}{}
-	s.mu.Unlock()
-	return d, nil
+	return out, nil
 }
 
 // key names a message in the attempt log; "" means untracked.
@@ -401,36 +330,35 @@ func (s *subscription) key(id string) string {
 	if id == "" {
 		return ""
 	}
-	return s.topic + "\x00" + s.opts.Group + "\x00" + id
+	return s.topic + "\x00" + s.group + "\x00" + id
 }
 
-// Close ends the watermill subscription and gives every unsettled message,
-// and every message waiting out a delayed Nack, back with a watermill Nack.
-func (s *subscription) Close() error {
+// Close ends the watermill subscription and gives every message it holds
+// back with a watermill Nack: those handed out and unsettled, or waiting
+// out a delayed Nack, counted as an attempt, those never handed out not.
+func (s *subscription) Close(_ context.Context, unhanded, unsettled []driver.Delivery) error {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
 	s.closed = true
-	close(s.done)
-	back := make([]*delivery, 0, len(s.unsettled))
-	for d := range s.unsettled {
-		if d.timer != nil {
-			if !d.timer.Stop() {
-				continue // fired: its callback nacks it
-			}
-			d.timer = nil
-		} else {
-			d.state = givenBack
+	var late []*delivery
+	for d, t := range s.delayed {
+		// A timer that fired already nacks its message itself.
+		if t.Stop() {
+			late = append(late, d)
+			delete(s.delayed, d)
 		}
-		back = append(back, d)
 	}
-	clear(s.unsettled)
 	s.mu.Unlock()
-
-	for _, d := range back {
+	for _, d := range late {
+		d.wm.Nack()
+	}
+	for _, x := range unsettled {
+		d := x.(*delivery)
 		s.b.attempts.failed(s.key(d.wm.UUID), d.m.Attempt)
+		d.wm.Nack()
+	}
+	for _, x := range unhanded {
+		d := x.(*delivery)
+		s.b.attempts.failed(s.key(d.wm.UUID), d.m.Attempt-1)
 		d.wm.Nack()
 	}
 	s.cancel()
@@ -443,128 +371,65 @@ func (s *subscription) Close() error {
 			wm.Nack()
 		}
 	}()
-	s.b.mu.Lock()
-	delete(s.b.open, s)
-	s.b.mu.Unlock()
 	return nil
 }
 
-type deliveryState int
-
-const (
-	unsettled deliveryState = iota
-	settled
-	givenBack
-)
-
-// delivery is one watermill message seen as a bus.Delivery.
+// delivery is one watermill message, the driver side of a bus.Delivery.
 type delivery struct {
 	s  *subscription
 	wm *message.Message
 	m  *bus.Message
-
-	// Guarded by s.mu.
-	state deliveryState
-	timer *time.Timer // a delayed Nack in progress
 }
 
 func (d *delivery) Message() *bus.Message { return d.m }
 
-// settle moves the delivery out of the unsettled set, or says why it
-// cannot.
-func (d *delivery) settle() error {
-	s := d.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case d.state == settled:
-		return bus.ErrAlreadyAcked
-	case d.state == givenBack || s.closed:
-		return bus.ErrClosed
-	}
-	d.state = settled
-	delete(s.unsettled, d)
-	<-s.slots
-	return nil
-}
-
 // Ack acks the watermill message.
-func (d *delivery) Ack(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := d.settle(); err != nil {
-		return err
-	}
+func (d *delivery) Ack(context.Context) error {
 	d.s.b.attempts.forget(d.s.key(d.wm.UUID))
 	d.wm.Ack()
 	return nil
 }
 
-// Nack dead-letters the message (see Broker) or nacks the watermill
-// message, after opts.Delay when Options.DelayNacks is set.
-func (d *delivery) Nack(ctx context.Context, opts bus.NackOptions) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+// Retry records the attempts and nacks the watermill message, which
+// redelivers it; after delay when Options.DelayNacks is set.
+func (d *delivery) Retry(_ context.Context, delay time.Duration, attempts int) error {
 	s := d.s
-	key := s.key(d.wm.UUID)
-	record := func() { s.b.attempts.failed(key, d.m.Attempt) }
-	if opts.Postpone {
-		// Not a failure: the next delivery keeps this attempt number.
-		record = func() { s.b.attempts.failed(key, d.m.Attempt-1) }
-	} else if opts.DeadLetter || s.opts.Exhausted(d.m.Attempt) {
-		if err := d.settle(); err != nil {
-			return err
-		}
-		return d.deadLetter(ctx, opts.Reason)
-	}
-	if !s.b.opts.DelayNacks || opts.Delay <= 0 {
-		if err := d.settle(); err != nil {
-			return err
-		}
-		record()
+	s.b.attempts.failed(s.key(d.wm.UUID), attempts)
+	if !s.b.opts.DelayNacks || delay <= 0 {
 		d.wm.Nack()
 		return nil
 	}
-
 	// The message stays with the subscription, so that Close can give it
-	// back at once, but frees its prefetch slot: for the bus it is settled.
+	// back at once; for the bus it is settled.
 	s.mu.Lock()
-	switch {
-	case d.state == settled:
-		s.mu.Unlock()
-		return bus.ErrAlreadyAcked
-	case d.state == givenBack || s.closed:
-		s.mu.Unlock()
-		return bus.ErrClosed
+	defer s.mu.Unlock()
+	if s.closed {
+		d.wm.Nack()
+		return nil
 	}
-	d.state = settled
-	<-s.slots
-	d.timer = time.AfterFunc(opts.Delay, func() {
+	s.delayed[d] = time.AfterFunc(delay, func() {
 		s.mu.Lock()
-		// A nil timer means Close stopped it and nacks the message itself.
-		mine := d.timer != nil
-		d.timer = nil
-		delete(s.unsettled, d)
+		_, mine := s.delayed[d]
+		delete(s.delayed, d)
 		s.mu.Unlock()
 		if mine {
-			record()
 			d.wm.Nack()
 		}
 	})
-	s.mu.Unlock()
 	return nil
 }
 
-func (d *delivery) deadLetter(ctx context.Context, reason error) error {
+// DeadLetter publishes dead to topic through the watermill publisher and
+// acks the original; when that publish fails, it nacks the original
+// instead, so nothing is lost.
+func (d *delivery) DeadLetter(ctx context.Context, topic string, dead *bus.Message) error {
 	s := d.s
-	dl := toWatermill(bus.DeadLetter(d.m, s.topic, s.opts.Group, reason, time.Now()))
+	dl := toWatermill(dead)
 	dl.SetContext(ctx)
-	if err := s.b.pub.Publish(s.opts.DeadLetterTopic, dl); err != nil {
+	if err := s.b.pub.Publish(topic, dl); err != nil {
 		s.b.attempts.failed(s.key(d.wm.UUID), d.m.Attempt)
 		d.wm.Nack()
-		return fmt.Errorf("watermill: dead-lettering to %q failed, message nacked instead: %w", s.opts.DeadLetterTopic, err)
+		return fmt.Errorf("watermill: dead-lettering to %q failed, message nacked instead: %w", topic, err)
 	}
 	s.b.attempts.forget(s.key(d.wm.UUID))
 	d.wm.Ack()

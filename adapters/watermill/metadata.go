@@ -3,11 +3,11 @@ package watermill
 import (
 	"bytes"
 	"strconv"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/wire"
 )
 
 // Reserved watermill metadata keys that carry the bus.Message fields
@@ -15,16 +15,16 @@ import (
 // a bus.Message header, and Message.ID maps to the watermill UUID.
 const (
 	// MetadataKey carries Message.Key. It is absent when the key is empty.
-	MetadataKey = "omnibus-key"
+	MetadataKey = wire.Key
 	// MetadataPublishedAt carries Message.PublishedAt as decimal nanoseconds
 	// since the Unix epoch.
-	MetadataPublishedAt = "omnibus-published-at"
+	MetadataPublishedAt = wire.Published
 	// MetadataAttempt carries Message.Attempt on messages the Subscriber
 	// hands to watermill code. It is written only on delivery and never
 	// read back: a watermill handler that copies a consumed message's
 	// metadata into a new one would otherwise start the new message with a
 	// stale attempt count.
-	MetadataAttempt = "omnibus-attempt"
+	MetadataAttempt = wire.Attempt
 )
 
 // toWatermill converts m for a watermill Publish. The body is copied
@@ -63,9 +63,9 @@ func fromWatermill(wm *message.Message, copyBody bool) *bus.Message {
 		switch k {
 		case MetadataKey:
 			m.Key = v
-		case MetadataPublishedAt:
-			if ns, err := strconv.ParseInt(v, 10, 64); err == nil {
-				m.PublishedAt = time.Unix(0, ns)
+		case MetadataPublishedAt, wire.PublishedOld:
+			if t, ok := wire.ParseTime(v); ok {
+				m.PublishedAt = t
 			}
 		case MetadataAttempt:
 		default:

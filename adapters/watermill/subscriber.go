@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // ErrNacked is the NackOptions.Reason of a delivery that watermill code
@@ -116,7 +117,7 @@ func (s *Subscriber) options(topic string) bus.SubscribeOptions {
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = -1
 	}
-	return o.WithDefaults(topic)
+	return driver.Defaults(topic, o)
 }
 
 // SubscribeInitialize creates the consumer group on topic, so that

@@ -99,7 +99,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*bus.Message
 	if err := checkCall(ctx, topic); err != nil {
 		return err
 	}
-	if err := prepare(msgs, b.drv.Features().MaxMessageSize); err != nil {
+	if err := Prepare(msgs, b.drv.Features().MaxMessageSize); err != nil {
 		return err
 	}
 	if len(msgs) == 0 {

@@ -432,4 +432,3 @@ func TestShutdownBoundedByContext(t *testing.T) {
 		t.Fatalf("driver closed %d times", f.closed)
 	}
 }
-

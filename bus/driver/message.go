@@ -40,12 +40,14 @@ func checkCall(ctx context.Context, topic string) error {
 	return ctx.Err()
 }
 
-// prepare validates a batch before it is published and fills in the
-// fields Publish assigns (ID, PublishedAt). A batch is refused whole,
+// Prepare validates a batch before it is published and fills in the
+// fields Publish assigns (ID, PublishedAt); the portable Broker calls it
+// before Driver.Send, and clients outside the driver layer (a benchmark's
+// raw client) may too. A batch is refused whole,
 // before anything is sent, when any message in it is nil or has a header
 // CheckHeader refuses (bus.ErrInvalidMessage), or is larger than maxSize
 // bytes (a *bus.SizeError; maxSize <= 0 means no limit).
-func prepare(msgs []*bus.Message, maxSize int) error {
+func Prepare(msgs []*bus.Message, maxSize int) error {
 	for i, m := range msgs {
 		if m == nil {
 			return fmt.Errorf("%w: message %d is nil", bus.ErrInvalidMessage, i)

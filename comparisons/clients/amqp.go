@@ -10,6 +10,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // AMQP is a RabbitMQ connection through amqp091-go directly, laid out
@@ -112,7 +113,7 @@ func (b *AMQP) Publish(ctx context.Context, topic string, msgs ...*bus.Message) 
 // Subscribe consumes the group's queue with a prefetch window, acking
 // each delivery on its own.
 func (b *AMQP) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
-	opts = opts.WithDefaults(topic)
+	opts = driver.Defaults(topic, opts)
 	ch, err := b.conn.Channel()
 	if err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // kafkaTarget is what the Kafka clients read from a kafka:// URL: the
@@ -141,7 +142,7 @@ func (b *KafkaGo) Publish(ctx context.Context, topic string, msgs ...*bus.Messag
 
 // Subscribe reads the topic as a member of the group "<topic>.<group>".
 func (b *KafkaGo) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
-	opts = opts.WithDefaults(topic)
+	opts = driver.Defaults(topic, opts)
 	if err := b.t.topic(ctx, topic); err != nil {
 		return nil, err
 	}
@@ -225,7 +226,7 @@ func (b *Franz) Publish(ctx context.Context, topic string, msgs ...*bus.Message)
 
 // Subscribe consumes the topic as a member of the group "<topic>.<group>".
 func (b *Franz) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
-	opts = opts.WithDefaults(topic)
+	opts = driver.Defaults(topic, opts)
 	if err := b.t.topic(ctx, topic); err != nil {
 		return nil, err
 	}

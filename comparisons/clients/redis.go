@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // Redis is a Redis Streams connection through go-redis directly: a topic
@@ -62,7 +63,7 @@ type redisAck struct {
 // Subscribe joins the group (made at the stream's start if new) as a
 // consumer of a random name.
 func (b *Redis) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
-	opts = opts.WithDefaults(topic)
+	opts = driver.Defaults(topic, opts)
 	if err := b.c.XGroupCreateMkStream(ctx, topic, opts.Group, "0").Err(); err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
 		return nil, err
 	}

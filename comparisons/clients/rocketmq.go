@@ -20,6 +20,7 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/rlog"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // RocketMQ is a RocketMQ connection through Apache's Go client,
@@ -120,7 +121,7 @@ func (b *RocketMQ) Publish(ctx context.Context, topic string, msgs ...*bus.Messa
 
 // Subscribe starts a push consumer of the group "<topic>.<group>".
 func (b *RocketMQ) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOptions) (bus.Subscription, error) {
-	opts = opts.WithDefaults(topic)
+	opts = driver.Defaults(topic, opts)
 	if err := b.topic(ctx, topic); err != nil {
 		return nil, err
 	}
