@@ -2,17 +2,13 @@ package kafka
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // Scheme is the URL scheme of this package, registered with bus.Register:
@@ -29,9 +25,9 @@ import (
 //	client_id           Options.ClientID
 //	dial_timeout        Options.DialTimeout
 //	tls                 true: TLS with the system's roots
-//	tls_ca              PEM file of the roots to trust instead (implies tls)
-//	tls_server_name     name to verify in the broker's certificate
-//	tls_skip_verify     true: do not verify the broker's certificate
+//	tls_ca, tls_cert, tls_key, tls_server_name, tls_skip_verify
+//	                    the TLS parameters every backend shares (see
+//	                    driver.Params); each implies tls
 //	sasl                plain, scram-sha-256 or scram-sha-512; the
 //	                    credentials are the URL's user and password
 //	partitions          Options.Partitions
@@ -71,10 +67,9 @@ func ParseURL(u *url.URL) (Options, error) {
 	if u.Scheme != Scheme {
 		return o, fmt.Errorf("%w: scheme %q is not %s", bus.ErrBadURL, u.Scheme, Scheme)
 	}
-	var problems []error
-	add := func(format string, args ...any) { problems = append(problems, fmt.Errorf(format, args...)) }
+	p := driver.NewParams(u)
 	if u.Opaque != "" || (u.Path != "" && u.Path != "/") {
-		add("a kafka URL has no path")
+		p.Problemf("a kafka URL has no path")
 	}
 	addBrokers := func(list string) {
 		for _, h := range strings.Split(list, ",") {
@@ -89,126 +84,48 @@ func ParseURL(u *url.URL) (Options, error) {
 		}
 	}
 	addBrokers(u.Host)
-
-	var tlsOn, skipVerify bool
-	var caFile, serverName, mechanism string
-	for k, vs := range u.Query() {
-		v := vs[len(vs)-1]
-		dur := func(d *time.Duration) {
-			x, err := time.ParseDuration(v)
-			if err != nil || x < 0 {
-				add("%s=%q: want a duration such as 250ms or 10s", k, v)
-				return
-			}
-			*d = x
-		}
-		num := func(n *int, least int) {
-			x, err := strconv.Atoi(v)
-			if err != nil || x < least {
-				add("%s=%q: want a whole number of at least %d", k, v, least)
-				return
-			}
-			*n = x
-		}
-		flag := func(b *bool) {
-			x, err := strconv.ParseBool(v)
-			if err != nil {
-				add("%s=%q: want true or false", k, v)
-				return
-			}
-			*b = x
-		}
-		switch k {
-		case "brokers":
-			addBrokers(v)
-		case "client_id":
-			o.ClientID = v
-		case "dial_timeout":
-			dur(&o.DialTimeout)
-		case "tls":
-			flag(&tlsOn)
-		case "tls_ca":
-			caFile = v
-		case "tls_server_name":
-			serverName = v
-		case "tls_skip_verify":
-			flag(&skipVerify)
-		case "sasl":
-			mechanism = strings.ToUpper(v)
-		case "partitions":
-			num(&o.Partitions, 1)
-		case "replication_factor":
-			num(&o.ReplicationFactor, -1)
-		case "create_topics":
-			create := true
-			flag(&create)
-			o.NoTopicCreation = !create
-		case "max_message_size":
-			num(&o.MaxMessageSize, 1)
-		case "batch_timeout":
-			dur(&o.BatchTimeout)
-		case "batch_size":
-			num(&o.BatchSize, 1)
-		case "compression":
-			o.Compression = v
-		case "write_timeout":
-			dur(&o.WriteTimeout)
-		case "session_timeout":
-			dur(&o.SessionTimeout)
-		case "heartbeat_interval":
-			dur(&o.HeartbeatInterval)
-		case "rebalance_timeout":
-			dur(&o.RebalanceTimeout)
-		case "join_backoff":
-			dur(&o.JoinBackoff)
-		case "commit_interval":
-			dur(&o.CommitInterval)
-		case "drain_timeout":
-			dur(&o.DrainTimeout)
-		case "fetch_max_wait":
-			dur(&o.FetchMaxWait)
-		case "retry_lookahead":
-			num(&o.RetryLookahead, 1)
-		case "blocking_retry":
-			flag(&o.BlockingRetry)
-		default:
-			add("unknown parameter %q", k)
-		}
+	var more, mechanism string
+	p.String(&more, "brokers")
+	addBrokers(more)
+	p.String(&o.ClientID, "client_id")
+	p.Duration(&o.DialTimeout, "dial_timeout")
+	o.TLS = p.TLS(false, true)
+	if o.TLS != nil && !p.Has("tls_server_name", "server_name_indication") {
+		// franz-go verifies each broker by its own address.
+		o.TLS.ServerName = ""
 	}
+	p.String(&mechanism, "sasl")
+	p.Int(&o.Partitions, "partitions", 1)
+	p.Int(&o.ReplicationFactor, "replication_factor", -1)
+	create := true
+	p.Bool(&create, "create_topics")
+	o.NoTopicCreation = !create
+	p.Int(&o.MaxMessageSize, "max_message_size", 1)
+	p.Duration(&o.BatchTimeout, "batch_timeout")
+	p.Int(&o.BatchSize, "batch_size", 1)
+	p.String(&o.Compression, "compression")
+	p.Duration(&o.WriteTimeout, "write_timeout")
+	p.Duration(&o.SessionTimeout, "session_timeout")
+	p.Duration(&o.HeartbeatInterval, "heartbeat_interval")
+	p.Duration(&o.RebalanceTimeout, "rebalance_timeout")
+	p.Duration(&o.JoinBackoff, "join_backoff")
+	p.Duration(&o.CommitInterval, "commit_interval")
+	p.Duration(&o.DrainTimeout, "drain_timeout")
+	p.Duration(&o.FetchMaxWait, "fetch_max_wait")
+	p.Int(&o.RetryLookahead, "retry_lookahead", 1)
+	p.Bool(&o.BlockingRetry, "blocking_retry")
 
+	mechanism = strings.ToUpper(mechanism)
 	if u.User != nil {
 		o.SASL.Username = u.User.Username()
 		o.SASL.Password, _ = u.User.Password()
 		if mechanism == "" {
-			add("the URL has credentials but no sasl parameter (plain, scram-sha-256 or scram-sha-512)")
+			p.Problemf("the URL has credentials but no sasl parameter (plain, scram-sha-256 or scram-sha-512)")
 		}
 	}
 	o.SASL.Mechanism = mechanism
-
-	if tlsOn || caFile != "" || skipVerify || serverName != "" {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName, InsecureSkipVerify: skipVerify}
-		if caFile != "" {
-			pem, err := os.ReadFile(caFile)
-			pool := x509.NewCertPool()
-			switch {
-			case err != nil:
-				add("tls_ca: %v", err)
-			case !pool.AppendCertsFromPEM(pem):
-				add("tls_ca: %s holds no PEM certificate", caFile)
-			default:
-				cfg.RootCAs = pool
-			}
-		}
-		o.TLS = cfg
-	}
-
-	if err := o.Validate(); err != nil {
-		if ce, ok := err.(*bus.ConfigError); ok {
-			problems = append(problems, ce.Problems...)
-		}
-	}
-	if len(problems) > 0 {
-		return o, fmt.Errorf("%w: %s: %w", bus.ErrBadURL, u.Redacted(), &bus.ConfigError{Problems: problems})
+	if err := p.Err(driver.ConfigProblems(o.Validate())...); err != nil {
+		return o, err
 	}
 	return o, nil
 }

@@ -2,14 +2,13 @@ package kombu
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
@@ -160,64 +159,27 @@ func (o Options) Validate() error {
 //	max_message_size          bytes; default DefaultMaxMessageSize
 //	dial_timeout, read_timeout, pool_size
 //
+// and, with kombu+rediss://, the TLS parameters every backend shares (see
+// driver.Params): tls_ca, tls_cert, tls_key, tls_server_name,
+// tls_skip_verify.
+//
 // Errors match bus.ErrBadURL, list every problem, and never contain the
 // password.
 func ParseURL(u *url.URL) (Options, error) {
 	var o Options
-	var p []error
-	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
-	e := redisconn.Parse(u, Scheme, SchemeTLS, add)
+	p := driver.NewParams(u)
+	e := redisconn.Parse(u, Scheme, SchemeTLS, p)
 	o.Addr, o.Username, o.Password, o.DB, o.TLS = e.Addr, e.Username, e.Password, e.DB, e.TLS
-	duration := func(k, v string) time.Duration {
-		if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 && f < 1e9 {
-			return time.Duration(f * float64(time.Second))
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			add("%s=%q: want a positive duration such as 30s, or seconds", k, v)
-		}
-		return d
-	}
-	positive := func(k, v string) int {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			add("%s=%q: want a positive number", k, v)
-		}
-		return n
-	}
-	for k, vs := range u.Query() {
-		v := vs[len(vs)-1]
-		switch k {
-		case "global_keyprefix":
-			o.KeyPrefix = v
-		case "visibility_timeout":
-			o.VisibilityTimeout = duration(k, v)
-		case "unacked_restore_interval":
-			o.RestoreInterval = duration(k, v)
-		case "poll_interval":
-			o.PollInterval = duration(k, v)
-		case "dial_timeout":
-			o.DialTimeout = duration(k, v)
-		case "read_timeout":
-			o.ReadTimeout = duration(k, v)
-		case "max_message_size":
-			o.MaxMessageSize = positive(k, v)
-		case "pool_size":
-			o.PoolSize = positive(k, v)
-		default:
-			add("unknown parameter %q", k)
-		}
-	}
-	if len(p) == 0 {
-		if err := o.Validate(); err != nil {
-			var ce *bus.ConfigError
-			if errors.As(err, &ce) {
-				p = append(p, ce.Problems...)
-			}
-		}
-	}
-	if len(p) > 0 {
-		return Options{}, fmt.Errorf("%w: %s: %w", bus.ErrBadURL, u.Redacted(), &bus.ConfigError{Problems: p})
+	p.String(&o.KeyPrefix, "global_keyprefix")
+	p.Duration(&o.VisibilityTimeout, "visibility_timeout", true)
+	p.Duration(&o.RestoreInterval, "unacked_restore_interval", true)
+	p.Duration(&o.PollInterval, "poll_interval", true)
+	p.Duration(&o.DialTimeout, "dial_timeout", true)
+	p.Duration(&o.ReadTimeout, "read_timeout", true)
+	p.Int(&o.MaxMessageSize, "max_message_size", 1)
+	p.Int(&o.PoolSize, "pool_size", 1)
+	if err := p.Err(driver.ConfigProblems(o.Validate())...); err != nil {
+		return Options{}, err
 	}
 	return o, nil
 }

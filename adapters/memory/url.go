@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"strconv"
 	"sync"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // Scheme is the URL scheme of the memory backend: mem://NAME, where NAME
@@ -71,26 +71,14 @@ func ParseURL(u *url.URL) (name string, opts Options, err error) {
 	if u.Opaque != "" || (u.Path != "" && u.Path != "/") {
 		return "", opts, fmt.Errorf("%w: %s: %v", bus.ErrBadURL, u.Redacted(), errNoName)
 	}
-	name = u.Host
-	var problems []error
-	for k, vs := range u.Query() {
-		v := vs[len(vs)-1]
-		switch k {
-		case "max_message_size":
-			n, perr := strconv.Atoi(v)
-			if perr != nil || n == 0 || n < -1 {
-				problems = append(problems, fmt.Errorf("max_message_size=%q: want a positive byte count or -1", v))
-				continue
-			}
-			opts.MaxMessageSize = n
-		default:
-			problems = append(problems, fmt.Errorf("unknown parameter %q", k))
-		}
+	p := driver.NewParams(u)
+	if p.Int(&opts.MaxMessageSize, "max_message_size", -1) && opts.MaxMessageSize == 0 {
+		p.Problemf("max_message_size=0: want a positive byte count, or -1 for none")
 	}
-	if len(problems) > 0 {
-		return "", opts, fmt.Errorf("%w: %s: %w", bus.ErrBadURL, u.Redacted(), &bus.ConfigError{Problems: problems})
+	if err := p.Err(); err != nil {
+		return "", Options{}, err
 	}
-	return name, opts, nil
+	return u.Host, opts, nil
 }
 
 func open(ctx context.Context, u *url.URL) (bus.Broker, error) {

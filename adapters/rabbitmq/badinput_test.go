@@ -25,7 +25,7 @@ func TestURLReportsEveryProblem(t *testing.T) {
 	if !errors.Is(err, bus.ErrBadURL) || !errors.As(err, &ce) {
 		t.Fatalf("Open = %v, want ErrBadURL with a *ConfigError", err)
 	}
-	want := []string{`"star"`, `"stream"`, "max_message_size", "PublishChannels -2", "dial_timeout", "no_default_group", "confirm_window"}
+	want := []string{`"star"`, `"stream"`, "max_message_size", `publish_channels="-2"`, "dial_timeout", "no_default_group", "confirm_window"}
 	if len(ce.Problems) != len(want) {
 		t.Errorf("%d problems, want %d: %v", len(ce.Problems), len(want), err)
 	}

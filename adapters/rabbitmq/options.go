@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // Topology says how topics and groups map onto RabbitMQ.
@@ -146,32 +146,8 @@ func (o Options) Validate() error {
 	return nil
 }
 
-// Parameters omnibus reads from the URL query; the rest pass to the AMQP
-// client (heartbeat, channel_max, frame_max, certfile, ...).
-var urlParams = map[string]func(*Options, string) error{
-	"topology": func(o *Options, v string) error { o.Topology = Topology(v); return nil },
-	"queue_type": func(o *Options, v string) error {
-		o.QueueType = v
-		return nil
-	},
-	"max_message_size": func(o *Options, v string) error { return atoi(v, &o.MaxMessageSize) },
-	"publish_channels": func(o *Options, v string) error { return atoi(v, &o.PublishChannels) },
-	"confirm_window":   func(o *Options, v string) error { return atoi(v, &o.ConfirmWindow) },
-	"no_default_group": func(o *Options, v string) (err error) {
-		o.NoDefaultGroup, err = strconv.ParseBool(v)
-		return err
-	},
-	"connection_name": func(o *Options, v string) error { o.ConnectionName = v; return nil },
-	"dial_timeout": func(o *Options, v string) (err error) {
-		o.DialTimeout, err = time.ParseDuration(v)
-		return err
-	},
-}
-
-func atoi(v string, dst *int) (err error) {
-	*dst, err = strconv.Atoi(v)
-	return err
-}
+// clientParams are the URI parameters the AMQP client reads itself.
+var clientParams = []string{"heartbeat", "connection_timeout", "channel_max", "auth_mechanism"}
 
 // ParseURL turns an amqp:// or amqps:// URL into Options. omnibus's own
 // query parameters are:
@@ -185,31 +161,43 @@ func atoi(v string, dst *int) (err error) {
 //	dial_timeout      e.g. 5s
 //	connection_name   shown in the management UI
 //
-// Other parameters are left for the AMQP client.
+// and, with amqps://, the TLS parameters every backend shares (see
+// driver.Params): tls_ca, tls_cert, tls_key, tls_server_name and
+// tls_skip_verify, or RabbitMQ's own names for them, cacertfile,
+// certfile, keyfile and server_name_indication. The AMQP client's
+// heartbeat, connection_timeout, channel_max and auth_mechanism pass to
+// it; any other parameter is an error.
 func ParseURL(u *url.URL) (Options, error) {
 	var o Options
-	q := u.Query()
-	var p []error
-	for k, fn := range urlParams {
-		if !q.Has(k) {
-			continue
+	p := driver.NewParams(u)
+	var topology string
+	p.String(&topology, "topology")
+	o.Topology = Topology(topology)
+	p.String(&o.QueueType, "queue_type")
+	p.Int(&o.MaxMessageSize, "max_message_size", 1)
+	p.Int(&o.PublishChannels, "publish_channels", 1)
+	p.Int(&o.ConfirmWindow, "confirm_window", 1)
+	p.Bool(&o.NoDefaultGroup, "no_default_group")
+	p.String(&o.ConnectionName, "connection_name")
+	p.Duration(&o.DialTimeout, "dial_timeout")
+	o.TLS = p.TLS(u.Scheme == "amqps", false)
+	if o.TLS != nil && !p.Has("tls_server_name", "server_name_indication") {
+		// amqp091 verifies the host it dials.
+		o.TLS.ServerName = ""
+	}
+	q := url.Values{}
+	for _, k := range clientParams {
+		var v string
+		if p.Has(k) {
+			p.String(&v, k)
+			q.Set(k, v)
 		}
-		if err := fn(&o, q.Get(k)); err != nil {
-			p = append(p, fmt.Errorf("parameter %s: %w", k, err))
-		}
-		q.Del(k)
 	}
 	c := *u
 	c.RawQuery = q.Encode()
 	o.URL = c.String()
-	if err := o.Validate(); err != nil {
-		var ce *bus.ConfigError
-		if errors.As(err, &ce) {
-			p = append(p, ce.Problems...)
-		}
-	}
-	if len(p) > 0 {
-		return o, fmt.Errorf("%w: %s: %w", bus.ErrBadURL, u.Redacted(), &bus.ConfigError{Problems: p})
+	if err := p.Err(driver.ConfigProblems(o.Validate())...); err != nil {
+		return o, err
 	}
 	return o, nil
 }

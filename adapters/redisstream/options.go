@@ -2,16 +2,13 @@ package redisstream
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
-	"strconv"
 	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
@@ -155,78 +152,27 @@ const (
 //	dial_timeout        default DefaultDialTimeout
 //	read_timeout        default DefaultReadTimeout
 //	pool_size           default: go-redis's
-//	tls_ca              rediss:// only: PEM file of the roots to verify
-//	                    the server with, instead of the system's
+//
+// and, with rediss://, the TLS parameters every backend shares (see
+// driver.Params): tls_ca, tls_cert, tls_key, tls_server_name,
+// tls_skip_verify.
 //
 // Errors match bus.ErrBadURL, list every problem, and never contain the
 // password.
 func ParseURL(u *url.URL) (Options, error) {
 	var o Options
-	var p []error
-	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
-	e := redisconn.Parse(u, Scheme, SchemeTLS, add)
+	p := driver.NewParams(u)
+	e := redisconn.Parse(u, Scheme, SchemeTLS, p)
 	o.Addr, o.Username, o.Password, o.DB, o.TLS = e.Addr, e.Username, e.Password, e.DB, e.TLS
-	duration := func(k, v string) time.Duration {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			add("%s=%q: want a positive duration such as 30s", k, v)
-			return 0 // reported once: Validate would name it again
-		}
-		return d
-	}
-	for k, vs := range u.Query() {
-		v := vs[len(vs)-1]
-		switch k {
-		case "max_message_size":
-			n, err := strconv.Atoi(v)
-			if err != nil || n <= 0 {
-				add("max_message_size=%q: want a positive byte count", v)
-				continue
-			}
-			o.MaxMessageSize = n
-		case "visibility_timeout":
-			o.VisibilityTimeout = duration(k, v)
-		case "claim_interval":
-			o.ClaimInterval = duration(k, v)
-		case "trim_interval":
-			o.TrimInterval = duration(k, v)
-		case "dial_timeout":
-			o.DialTimeout = duration(k, v)
-		case "read_timeout":
-			o.ReadTimeout = duration(k, v)
-		case "pool_size":
-			n, err := strconv.Atoi(v)
-			if err != nil || n <= 0 {
-				add("pool_size=%q: want a positive number", v)
-				continue
-			}
-			o.PoolSize = n
-		case "tls_ca":
-			if o.TLS == nil {
-				add("tls_ca: only for %s://", SchemeTLS)
-				continue
-			}
-			pem, err := os.ReadFile(v)
-			if err != nil {
-				add("tls_ca: %v", err)
-				continue
-			}
-			o.TLS.RootCAs = x509.NewCertPool()
-			if !o.TLS.RootCAs.AppendCertsFromPEM(pem) {
-				add("tls_ca: %s holds no PEM certificate", v)
-			}
-		default:
-			add("unknown parameter %q", k)
-		}
-	}
-	if err := o.Validate(); err != nil {
-		var ce *bus.ConfigError
-		if errors.As(err, &ce) {
-			p = append(p, ce.Problems...)
-		}
-	}
-	if len(p) > 0 {
-		return Options{}, fmt.Errorf("%w: %s: %w", bus.ErrBadURL, u.Redacted(), &bus.ConfigError{Problems: p})
+	p.Int(&o.MaxMessageSize, "max_message_size", 1)
+	p.Duration(&o.VisibilityTimeout, "visibility_timeout")
+	p.Duration(&o.ClaimInterval, "claim_interval")
+	p.Duration(&o.TrimInterval, "trim_interval")
+	p.Duration(&o.DialTimeout, "dial_timeout")
+	p.Duration(&o.ReadTimeout, "read_timeout")
+	p.Int(&o.PoolSize, "pool_size", 1)
+	if err := p.Err(driver.ConfigProblems(o.Validate())...); err != nil {
+		return Options{}, err
 	}
 	return o, nil
 }

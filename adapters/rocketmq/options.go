@@ -1,7 +1,6 @@
 package rocketmq
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // Defaults of Options.
@@ -161,20 +161,18 @@ func (o Options) Validate() error {
 const Scheme = "rocketmq"
 
 // ParseURL returns the Options a rocketmq:// URL describes. Errors match
-// bus.ErrBadURL.
+// bus.ErrBadURL and list every problem.
 func ParseURL(u *url.URL) (Options, error) {
 	var o Options
-	bad := func(format string, args ...any) (Options, error) {
-		return Options{}, fmt.Errorf("%w: %s: %s", bus.ErrBadURL, u.Redacted(), fmt.Sprintf(format, args...))
-	}
 	if u.Scheme != Scheme {
-		return bad("scheme %q, want %q", u.Scheme, Scheme)
+		return o, fmt.Errorf("%w: %s: scheme %q, want %q", bus.ErrBadURL, u.Redacted(), u.Scheme, Scheme)
 	}
+	p := driver.NewParams(u)
 	if u.User != nil {
-		return bad("credentials are not supported (the broker's ACL is not implemented by this package)")
+		p.Problemf("credentials are not supported (the broker's ACL is not implemented by this package)")
 	}
 	if u.Path != "" && u.Path != "/" {
-		return bad("unexpected path %q", u.Path)
+		p.Problemf("unexpected path %q", u.Path)
 	}
 	for _, h := range strings.Split(u.Host, ",") {
 		if h == "" {
@@ -185,56 +183,19 @@ func ParseURL(u *url.URL) (Options, error) {
 		}
 		o.NameServers = append(o.NameServers, h)
 	}
-	q := u.Query()
-	var errs []error
-	dur := func(key string, dst *time.Duration) {
-		if v := q.Get(key); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 {
-				errs = append(errs, fmt.Errorf("%s=%q: want a non-negative duration", key, v))
-				return
-			}
-			*dst = d
-		}
-	}
-	num := func(key string, dst *int) {
-		if v := q.Get(key); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				errs = append(errs, fmt.Errorf("%s=%q: want a non-negative integer", key, v))
-				return
-			}
-			*dst = n
-		}
-	}
-	num("queues", &o.Queues)
-	num("max_message_size", &o.MaxMessageSize)
-	dur("dial_timeout", &o.DialTimeout)
-	dur("request_timeout", &o.RequestTimeout)
-	dur("poll_timeout", &o.PollTimeout)
-	dur("commit_interval", &o.CommitInterval)
-	dur("rebalance_interval", &o.RebalanceInterval)
-	dur("drain_timeout", &o.DrainTimeout)
-	if v := q.Get("create_topics"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("create_topics=%q: want true or false", v))
-		} else {
-			o.NoTopicCreation = !b
-		}
-	}
-	known := map[string]bool{"queues": true, "max_message_size": true, "dial_timeout": true, "request_timeout": true,
-		"poll_timeout": true, "commit_interval": true, "rebalance_interval": true, "drain_timeout": true, "create_topics": true}
-	for k := range q {
-		if !known[k] {
-			errs = append(errs, fmt.Errorf("unknown parameter %q", k))
-		}
-	}
-	if len(errs) > 0 {
-		return bad("%v", errors.Join(errs...))
-	}
-	if err := o.Validate(); err != nil {
-		return bad("%v", err)
+	p.Int(&o.Queues, "queues", 1)
+	p.Int(&o.MaxMessageSize, "max_message_size", 1)
+	p.Duration(&o.DialTimeout, "dial_timeout")
+	p.Duration(&o.RequestTimeout, "request_timeout")
+	p.Duration(&o.PollTimeout, "poll_timeout")
+	p.Duration(&o.CommitInterval, "commit_interval")
+	p.Duration(&o.RebalanceInterval, "rebalance_interval")
+	p.Duration(&o.DrainTimeout, "drain_timeout")
+	create := true
+	p.Bool(&create, "create_topics")
+	o.NoTopicCreation = !create
+	if err := p.Err(driver.ConfigProblems(o.Validate())...); err != nil {
+		return Options{}, err
 	}
 	return o, nil
 }

@@ -165,8 +165,12 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		var errs []error
 		select {
 		case <-b.idle:
-		case <-ctx.Done():
-			errs = append(errs, ctx.Err())
+		default:
+			select {
+			case <-b.idle:
+			case <-ctx.Done():
+				errs = append(errs, ctx.Err())
+			}
 		}
 		b.mu.Lock()
 		b.collected = true

@@ -13,6 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // Endpoint is a Redis server and how to log in to it.
@@ -24,19 +26,20 @@ type Endpoint struct {
 	TLS      *tls.Config
 }
 
-// Parse reads u's scheme (scheme, or schemeTLS for TLS with verification
-// against the system's roots), host and port (default port 6379), user
-// info and database number (the path). Each problem goes to add, which
-// must not quote the password.
-func Parse(u *url.URL, scheme, schemeTLS string, add func(format string, args ...any)) Endpoint {
+// Parse reads u's scheme (scheme, or schemeTLS for TLS), host and port
+// (default port 6379), user info, database number (the path) and the TLS
+// parameters common to every backend (see driver.Params: with schemeTLS,
+// verification against the system's roots unless tls_ca names others).
+// Each problem goes to p.
+func Parse(u *url.URL, scheme, schemeTLS string, p *driver.Params) Endpoint {
 	var e Endpoint
+	add := p.Problemf
 	switch u.Scheme {
-	case scheme:
-	case schemeTLS:
-		e.TLS = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+	case scheme, schemeTLS:
 	default:
 		add("scheme %q is not %s or %s", u.Scheme, scheme, schemeTLS)
 	}
+	e.TLS = p.TLS(u.Scheme == schemeTLS, false)
 	if u.Opaque != "" {
 		add("want %s://host:port", u.Scheme)
 	}

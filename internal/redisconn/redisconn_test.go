@@ -1,11 +1,12 @@
 package redisconn
 
 import (
-	"fmt"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 func parse(t *testing.T, raw string) (Endpoint, []string) {
@@ -14,8 +15,12 @@ func parse(t *testing.T, raw string) (Endpoint, []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	params := driver.NewParams(u)
+	e := Parse(u, "redis", "rediss", params)
 	var probs []string
-	e := Parse(u, "redis", "rediss", func(f string, a ...any) { probs = append(probs, fmt.Sprintf(f, a...)) })
+	for _, p := range params.Problems() {
+		probs = append(probs, p.Error())
+	}
 	return e, probs
 }
 
