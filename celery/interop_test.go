@@ -26,6 +26,7 @@ import (
 	"github.com/omnibus-mq/omnibus/celery"
 	"github.com/omnibus-mq/omnibus/celery/redisresult"
 	"github.com/omnibus-mq/omnibus/internal/brokertest"
+	"github.com/omnibus-mq/omnibus/task"
 )
 
 // The interop tests run the real Celery from the virtual environment that
@@ -496,7 +497,7 @@ func testCeleryClientGetsGoResults(t *testing.T, tr transport) {
 			Type string `json:"type"`
 			Args []any  `json:"args"`
 		} `json:"bad"`
-		BadState string `json:"bad_state"`
+		BadState task.Status `json:"bad_state"`
 	}
 	if err := json.Unmarshal(bytes.TrimSpace(outb), &got); err != nil {
 		t.Fatalf("celery client output %q: %v", outb, err)

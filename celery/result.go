@@ -4,22 +4,26 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/omnibus-mq/omnibus/task"
 )
 
-// Task states as Celery's result backends record them.
+// Task states as Celery's result backends record them: the states of
+// package task.
 const (
-	StatePending = "PENDING"
-	StateRetry   = "RETRY"
-	StateSuccess = "SUCCESS"
-	StateFailure = "FAILURE"
-	StateRevoked = "REVOKED"
+	StatePending = task.Pending
+	StateStarted = task.Started
+	StateRetry   = task.Retry
+	StateSuccess = task.Success
+	StateFailure = task.Failure
+	StateRevoked = task.Revoked
 )
 
 // Result is a task's outcome as Celery's result backends keep it.
 type Result struct {
 	TaskID string
 	// Status is one of the State constants.
-	Status string
+	Status task.Status
 	// Value is the task's return value on success; on failure, retry or
 	// revocation the exception Celery clients raise (see Exception).
 	Value any

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/task"
 )
 
 // Outcomes a Worker reports, matched with errors.Is.
@@ -122,16 +123,28 @@ func NewWorker(b bus.Broker, queue string, opts ...Option) (*Worker, error) {
 
 // Handle registers fn for the task named name (Celery's registered name,
 // such as "tasks.send_sms_code"). It may be called while the worker runs.
-func (w *Worker) Handle(name string, fn HandlerFunc) {
-	w.HandleResult(name, func(ctx context.Context, r Request) (any, error) { return nil, fn(ctx, r) })
+// A name has one handler: a second registration fails with
+// task.ErrDuplicateTask.
+func (w *Worker) Handle(name string, fn HandlerFunc) error {
+	if fn == nil {
+		return &bus.ConfigError{Problems: []error{fmt.Errorf("celery: nil handler for %q", name)}}
+	}
+	return w.HandleResult(name, func(ctx context.Context, r Request) (any, error) { return nil, fn(ctx, r) })
 }
 
 // HandleResult registers fn, whose return value is the task's result, for
-// the task named name.
-func (w *Worker) HandleResult(name string, fn ResultFunc) {
+// the task named name. It fails as Handle does.
+func (w *Worker) HandleResult(name string, fn ResultFunc) error {
+	if fn == nil {
+		return &bus.ConfigError{Problems: []error{fmt.Errorf("celery: nil handler for %q", name)}}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if _, dup := w.handlers[name]; dup {
+		return fmt.Errorf("%w: %q", task.ErrDuplicateTask, name)
+	}
 	w.handlers[name] = fn
+	return nil
 }
 
 // Run consumes the queue until ctx is done or Shutdown is called, then
@@ -196,7 +209,7 @@ func (w *Worker) handle(ctx context.Context, m *bus.Message) error {
 
 // store records a result when the worker keeps them and the request
 // wants them; err, when not nil, gives the traceback text.
-func (w *Worker) store(ctx context.Context, r Request, status string, value any, err error) {
+func (w *Worker) store(ctx context.Context, r Request, status task.Status, value any, err error) {
 	if w.cfg.results == nil || r.IgnoreResult {
 		return
 	}

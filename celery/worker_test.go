@@ -11,6 +11,7 @@ import (
 	"github.com/omnibus-mq/omnibus/adapters/memory"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/celery"
+	"github.com/omnibus-mq/omnibus/task"
 )
 
 type memStore struct {
@@ -25,10 +26,10 @@ func (s *memStore) StoreResult(_ context.Context, r celery.Result) error {
 	return nil
 }
 
-func (s *memStore) statuses(id string) []string {
+func (s *memStore) statuses(id string) []task.Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []string
+	var out []task.Status
 	for _, r := range s.results {
 		if r.TaskID == id {
 			out = append(out, r.Status)
@@ -104,7 +105,7 @@ func TestWorkerRetriesThenSucceeds(t *testing.T) {
 			t.Fatalf("run %d did not come", want)
 		}
 	}
-	waitStatuses(t, store, id, []string{celery.StateRetry, celery.StateRetry, celery.StateSuccess})
+	waitStatuses(t, store, id, []task.Status{celery.StateRetry, celery.StateRetry, celery.StateSuccess})
 }
 
 func TestWorkerGivesUpAfterMaxRetries(t *testing.T) {
@@ -118,7 +119,7 @@ func TestWorkerGivesUpAfterMaxRetries(t *testing.T) {
 	if m.Headers["id"] != id || m.Headers["retries"] != "1" {
 		t.Fatalf("dead-lettered %v", m.Headers)
 	}
-	waitStatuses(t, store, id, []string{celery.StateRetry, celery.StateFailure})
+	waitStatuses(t, store, id, []task.Status{celery.StateRetry, celery.StateFailure})
 }
 
 func TestWorkerETA(t *testing.T) {
@@ -149,7 +150,7 @@ func TestWorkerDiscardsExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitStatuses(t, store, id, []string{celery.StateRevoked})
+	waitStatuses(t, store, id, []task.Status{celery.StateRevoked})
 }
 
 func TestWorkerDeadLettersUnknownAndMalformed(t *testing.T) {
@@ -194,7 +195,7 @@ func TestNewWorkerValidates(t *testing.T) {
 	}
 }
 
-func waitStatuses(t *testing.T, s *memStore, id string, want []string) {
+func waitStatuses(t *testing.T, s *memStore, id string, want []task.Status) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -52,7 +52,10 @@ func smsTasks(ctx context.Context, rawURL string, n, concurrency int) TaskResult
 		}
 		return nil
 	})
-	w := task.NewWorker(b, task.WorkerConfig{Concurrency: concurrency, Prefetch: 4 * concurrency})
+	w, err := task.NewWorker(b, task.WorkerConfig{Concurrency: concurrency, Prefetch: 4 * concurrency})
+	if err != nil {
+		return fail(err)
+	}
 	task.Handle(w, send, sms.Handler(accept))
 	// Every adapter keeps what was published before the default group
 	// subscribed.

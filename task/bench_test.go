@@ -43,7 +43,10 @@ func benchWorker(b *testing.B, backend string, concurrency int) {
 	}
 	// Every backend keeps tasks published before the worker's group
 	// exists for the default group.
-	w := task.NewWorker(bk, task.WorkerConfig{Concurrency: concurrency, Prefetch: 4 * concurrency})
+	w, err := task.NewWorker(bk, task.WorkerConfig{Concurrency: concurrency, Prefetch: 4 * concurrency})
+	if err != nil {
+		b.Fatal(err)
+	}
 	var done atomic.Int64
 	all := make(chan struct{})
 	task.Handle(w, noop, func(context.Context, sms) error {

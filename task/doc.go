@@ -11,8 +11,8 @@
 //	id, err = SendSMS.Apply(ctx, broker, args, task.Countdown(time.Minute))
 //
 //	// worker
-//	w := task.NewWorker(broker, task.WorkerConfig{Concurrency: 8, Results: store})
-//	task.Handle(w, SendSMS, func(ctx context.Context, s SMS) error { return gateway.Send(ctx, s) })
+//	w, err := task.NewWorker(broker, task.WorkerConfig{Concurrency: 8, Results: store})
+//	err = task.Handle(w, SendSMS, func(ctx context.Context, s SMS) error { return gateway.Send(ctx, s) }) // ErrDuplicateTask for a second handler
 //	err = w.Run(ctx) // until ctx is cancelled (SIGTERM), then a graceful shutdown
 //
 // Failures retry with exponential backoff and jitter until MaxRetries, then

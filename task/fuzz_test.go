@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/omnibus-mq/omnibus/adapters/memory"
 	"github.com/omnibus-mq/omnibus/bus"
 )
 
@@ -33,7 +34,10 @@ func FuzzHandle(f *testing.F) {
 	f.Add(name, []byte(`null`), "", "2000-01-01T00:00:00Z", 1<<30)
 	f.Add("other", []byte(`{}`), "", "", 1)
 	f.Add(name, []byte(`{"tags":[1]}`), "3000-01-01T00:00:00+14:00", "", 2)
-	w := NewWorker(nil, WorkerConfig{Results: NewMemoryStore(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w, err := NewWorker(memory.New(memory.Options{}), WorkerConfig{Results: NewMemoryStore(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		f.Fatal(err)
+	}
 	t := Define[fuzzArgs](name, MaxRetries(2))
 	HandleResult(w, t, func(_ context.Context, a fuzzArgs) (fuzzArgs, error) { return a, nil })
 	f.Fuzz(func(t *testing.T, task string, body []byte, eta, expires string, attempt int) {

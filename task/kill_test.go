@@ -42,7 +42,11 @@ func workerProcess(url, queue string) int {
 		return 1
 	}
 	defer b.Close()
-	w := task.NewWorker(b, task.WorkerConfig{})
+	w, err := task.NewWorker(b, task.WorkerConfig{})
+	if err != nil {
+		fmt.Println("worker:", err)
+		return 1
+	}
 	task.Handle(w, delayed(queue), func(context.Context, sms) error {
 		fmt.Println("ran") // must not happen: the process dies before the ETA
 		return nil
@@ -105,7 +109,10 @@ func TestDelayedTaskSurvivesKilledWorker(t *testing.T) {
 			}
 
 			store := task.NewMemoryStore()
-			w := task.NewWorker(open(t, url), task.WorkerConfig{Results: store})
+			w, err := task.NewWorker(open(t, url), task.WorkerConfig{Results: store})
+			if err != nil {
+				t.Fatal(err)
+			}
 			var runs atomic.Int32
 			var ranAfter atomic.Int64
 			task.Handle(w, delayed(q), func(context.Context, sms) error {

@@ -13,7 +13,7 @@ import (
 // the Prometheus text format, without a Prometheus dependency:
 //
 //	m := task.NewMetrics()
-//	w := task.NewWorker(b, task.WorkerConfig{Observers: []func(task.Event){m.Observe}})
+//	w, err := task.NewWorker(b, task.WorkerConfig{Observers: []func(task.Event){m.Observe}})
 //	http.Handle("/metrics", m)
 //
 // Series: omnibus_tasks_total{task,status} (status: success, failure,

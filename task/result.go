@@ -7,7 +7,8 @@ import (
 	"time"
 )
 
-// Status is a task's state, as Celery names them.
+// Status is a task's state, as Celery names them. Package celery records
+// the same states in Celery's result backends.
 type Status string
 
 const (
@@ -16,10 +17,11 @@ const (
 	Retry   Status = "RETRY"   // failed, and will run again
 	Success Status = "SUCCESS" // done; Result holds its value
 	Failure Status = "FAILURE" // failed for good; Error says why
+	Revoked Status = "REVOKED" // not run: it expired before a worker took it
 )
 
 // Done reports whether the status is final.
-func (s Status) Done() bool { return s == Success || s == Failure }
+func (s Status) Done() bool { return s == Success || s == Failure || s == Revoked }
 
 // State is what a result store knows of a task.
 type State struct {

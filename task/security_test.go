@@ -39,7 +39,10 @@ func TestNoPasswordInMetricsOrLogs(t *testing.T) {
 			metrics := task.NewMetrics()
 			queue := brokertest.Name(t)
 			connect := task.Define[string]("connect", task.OnQueue(queue), task.MaxRetries(0))
-			w := task.NewWorker(b, task.WorkerConfig{Observers: []func(task.Event){metrics.Observe}, Logger: logger, Concurrency: 1})
+			w, err := task.NewWorker(b, task.WorkerConfig{Observers: []func(task.Event){metrics.Observe}, Logger: logger, Concurrency: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
 			var handlerErr error
 			task.Handle(w, connect, func(ctx context.Context, raw string) error {
 				_, err := bus.Open(ctx, raw)
@@ -64,7 +67,10 @@ func TestNoPasswordInMetricsOrLogs(t *testing.T) {
 				t.Fatalf("the task's connection: %v; want ErrAuth", handlerErr)
 			}
 
-			forbidden := task.NewWorker(b, task.WorkerConfig{Queues: []string{"forbidden-" + bus.NewID()}, Logger: logger})
+			forbidden, err := task.NewWorker(b, task.WorkerConfig{Queues: []string{"forbidden-" + bus.NewID()}, Logger: logger})
+			if err != nil {
+				t.Fatal(err)
+			}
 			runErr := forbidden.Run(ctx)
 			if !errors.Is(runErr, bus.ErrForbidden) {
 				t.Fatalf("a worker on a forbidden queue: %v; want ErrForbidden", runErr)

@@ -156,7 +156,10 @@ func testResult(t *testing.T, open backend) {
 	q := queue(t)
 	double := task.Define[int]("math.double", task.OnQueue(q))
 	store := task.NewMemoryStore()
-	w := task.NewWorker(b, task.WorkerConfig{Concurrency: 4, Results: store})
+	w, err := task.NewWorker(b, task.WorkerConfig{Concurrency: 4, Results: store})
+	if err != nil {
+		t.Fatal(err)
+	}
 	task.HandleResult(w, double, func(ctx context.Context, n int) (int, error) {
 		info, _ := task.InfoFrom(ctx)
 		if info.Name != "math.double" || info.Attempt != 1 {
@@ -195,7 +198,10 @@ func testRetries(t *testing.T, open backend) {
 		}))
 	store := task.NewMemoryStore()
 	metrics := task.NewMetrics()
-	w := task.NewWorker(b, task.WorkerConfig{Results: store, Observers: []func(task.Event){metrics.Observe}})
+	w, err := task.NewWorker(b, task.WorkerConfig{Results: store, Observers: []func(task.Event){metrics.Observe}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var calls atomic.Int32
 	var states []task.Status
 	var mu sync.Mutex
@@ -249,7 +255,10 @@ func testMaxRetries(t *testing.T, open backend) {
 	q := queue(t)
 	doomed := task.Define[sms]("sms.doomed", task.OnQueue(q), task.MaxRetries(2), fast())
 	store := task.NewMemoryStore()
-	w := task.NewWorker(b, task.WorkerConfig{Results: store})
+	w, err := task.NewWorker(b, task.WorkerConfig{Results: store})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var calls atomic.Int32
 	task.Handle(w, doomed, func(context.Context, sms) error {
 		calls.Add(1)
@@ -275,7 +284,10 @@ func testUnknown(t *testing.T, open backend) {
 	q := queue(t)
 	known := task.Define[sms]("sms.known", task.OnQueue(q))
 	store := task.NewMemoryStore()
-	w := task.NewWorker(b, task.WorkerConfig{Results: store})
+	w, err := task.NewWorker(b, task.WorkerConfig{Results: store})
+	if err != nil {
+		t.Fatal(err)
+	}
 	task.Handle(w, known, func(context.Context, sms) error { return errors.New("must not run") })
 	run(t, w)
 	ctx := context.Background()
@@ -317,7 +329,10 @@ func testCountdown(t *testing.T, open backend) {
 
 	// A first worker receives the task early, hands it back, and stops
 	// before the countdown ends.
-	first := task.NewWorker(open(t), task.WorkerConfig{})
+	first, err := task.NewWorker(open(t), task.WorkerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var early atomic.Int32
 	task.Handle(first, later, func(context.Context, sms) error { early.Add(1); return nil })
 	stop := run(t, first)
@@ -329,7 +344,10 @@ func testCountdown(t *testing.T, open backend) {
 
 	// A second worker, started later, runs it once, on its first attempt.
 	store := task.NewMemoryStore()
-	second := task.NewWorker(open(t), task.WorkerConfig{Results: store})
+	second, err := task.NewWorker(open(t), task.WorkerConfig{Results: store})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var runs atomic.Int32
 	var ranAt atomic.Int64
 	task.Handle(second, later, func(ctx context.Context, s sms) error {
@@ -356,7 +374,10 @@ func testExpired(t *testing.T, open backend) {
 	q := queue(t)
 	stale := task.Define[sms]("sms.stale", task.OnQueue(q))
 	store := task.NewMemoryStore()
-	w := task.NewWorker(b, task.WorkerConfig{Results: store})
+	w, err := task.NewWorker(b, task.WorkerConfig{Results: store})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var runs atomic.Int32
 	task.Handle(w, stale, func(context.Context, sms) error { runs.Add(1); return nil })
 	id, err := stale.Apply(context.Background(), b, sms{}, task.Expires(time.Now().Add(-time.Second)))
@@ -365,7 +386,7 @@ func testExpired(t *testing.T, open backend) {
 	}
 	run(t, w)
 	s := wait(t, store, id)
-	if s.Status != task.Failure || !strings.Contains(s.Error, "expired") || runs.Load() != 0 {
+	if s.Status != task.Revoked || !strings.Contains(s.Error, "expired") || runs.Load() != 0 {
 		t.Fatalf("state %+v, %d runs; want FAILURE (expired) without running", s, runs.Load())
 	}
 }
@@ -375,7 +396,10 @@ func testTimeLimit(t *testing.T, open backend) {
 	q := queue(t)
 	slow := task.Define[sms]("sms.slow", task.OnQueue(q), task.TimeLimit(100*time.Millisecond), task.MaxRetries(0))
 	store := task.NewMemoryStore()
-	w := task.NewWorker(b, task.WorkerConfig{Results: store})
+	w, err := task.NewWorker(b, task.WorkerConfig{Results: store})
+	if err != nil {
+		t.Fatal(err)
+	}
 	task.Handle(w, slow, func(ctx context.Context, _ sms) error {
 		<-ctx.Done()
 		return ctx.Err()
@@ -394,7 +418,10 @@ func testTrace(t *testing.T, open backend) {
 	b := open(t)
 	q := queue(t)
 	traced := task.Define[sms]("sms.traced", task.OnQueue(q))
-	w := task.NewWorker(b, task.WorkerConfig{})
+	w, err := task.NewWorker(b, task.WorkerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := make(chan string, 1)
 	task.Handle(w, traced, func(ctx context.Context, _ sms) error {
 		tp, _ := task.TraceParent(ctx)
@@ -421,7 +448,10 @@ func TestRateLimit(t *testing.T) {
 	b := memory.New(memory.Options{})
 	t.Cleanup(func() { b.Close() }) // after the worker stops
 	limited := task.Define[int]("limited", task.RateLimit(20, 1))
-	w := task.NewWorker(b, task.WorkerConfig{Concurrency: 4})
+	w, err := task.NewWorker(b, task.WorkerConfig{Concurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var mu sync.Mutex
 	var times []time.Time
 	done := make(chan struct{})
@@ -469,7 +499,10 @@ func TestDelayMany(t *testing.T) {
 		t.Fatalf("DelayMany = %v, %v; want 3 distinct ids", ids, err)
 	}
 	store := task.NewMemoryStore()
-	w := task.NewWorker(b, task.WorkerConfig{Results: store})
+	w, err := task.NewWorker(b, task.WorkerConfig{Results: store})
+	if err != nil {
+		t.Fatal(err)
+	}
 	task.HandleResult(w, square, func(_ context.Context, n int) (int, error) { return n * n, nil })
 	run(t, w)
 	for i, id := range ids {

@@ -67,6 +67,47 @@ func InfoFrom(ctx context.Context) (Info, bool) {
 	return i, ok
 }
 
+// Validate reports every problem of the configuration at once, as a
+// *bus.ConfigError.
+func (c WorkerConfig) Validate() error {
+	var p []error
+	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
+	for i, q := range c.Queues {
+		if q == "" {
+			add("Queues[%d] is empty", i)
+		}
+	}
+	if c.Concurrency < 0 {
+		add("Concurrency %d is negative", c.Concurrency)
+	}
+	if c.Prefetch < 0 {
+		add("Prefetch %d is negative", c.Prefetch)
+	}
+	if c.ShutdownTimeout < 0 {
+		add("ShutdownTimeout %v is negative", c.ShutdownTimeout)
+	}
+	if c.ResultTTL < 0 {
+		add("ResultTTL %v is negative", c.ResultTTL)
+	}
+	for i, o := range c.Observers {
+		if o == nil {
+			add("Observers[%d] is nil", i)
+		}
+	}
+	if len(p) > 0 {
+		return &bus.ConfigError{Problems: p}
+	}
+	return nil
+}
+
+// ErrDuplicateTask is returned by Handle for a task name the worker has a
+// handler for already.
+var ErrDuplicateTask = errors.New("task: a handler is registered for this task already")
+
+// ErrRunning is returned by Handle once the worker runs, and by a second
+// Run.
+var ErrRunning = errors.New("task: the worker runs already")
+
 // Worker runs registered tasks from their queues.
 type Worker struct {
 	b   bus.Broker
@@ -75,6 +116,10 @@ type Worker struct {
 	mu    sync.Mutex
 	tasks map[string]*registration
 	runs  bool
+
+	stopOnce sync.Once
+	stop     chan struct{} // closed by Shutdown
+	done     chan struct{} // closed when Run returns
 }
 
 type registration struct {
@@ -84,8 +129,20 @@ type registration struct {
 	run     func(ctx context.Context, body []byte) (json.RawMessage, error)
 }
 
-// NewWorker returns a worker that consumes from b.
-func NewWorker(b bus.Broker, cfg WorkerConfig) *Worker {
+// NewWorker validates cfg and returns a worker that consumes from b once
+// Run is called. Errors match bus.ErrBadConfig.
+func NewWorker(b bus.Broker, cfg WorkerConfig) (*Worker, error) {
+	err := cfg.Validate()
+	if b == nil {
+		var p []error
+		if ce, ok := err.(*bus.ConfigError); ok {
+			p = ce.Problems
+		}
+		err = &bus.ConfigError{Problems: append(p, errors.New("the broker is nil"))}
+	}
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Group == "" {
 		cfg.Group = bus.DefaultGroup
 	}
@@ -101,20 +158,26 @@ func NewWorker(b bus.Broker, cfg WorkerConfig) *Worker {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Worker{b: b, cfg: cfg, tasks: map[string]*registration{}}
+	return &Worker{b: b, cfg: cfg, tasks: map[string]*registration{}, stop: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
 // Handle registers fn as the handler of t. A nil error is success; an
 // error retries the task with its backoff until its retries run out, then
 // dead-letters it; bus.NoRetry(err) dead-letters at once, and
 // bus.RetryAfter(err, d) retries after d (a gateway's Retry-After, say).
-func Handle[A any](w *Worker, t *Task[A], fn func(ctx context.Context, args A) error) {
-	HandleResult(w, t, func(ctx context.Context, args A) (struct{}, error) { return struct{}{}, fn(ctx, args) })
+//
+// A task has one handler per worker: registering a second one fails with
+// ErrDuplicateTask, and registering once the worker runs with ErrRunning.
+func Handle[A any](w *Worker, t *Task[A], fn func(ctx context.Context, args A) error) error {
+	return HandleResult(w, t, func(ctx context.Context, args A) (struct{}, error) { return struct{}{}, fn(ctx, args) })
 }
 
 // HandleResult registers fn, whose result is stored as the task's result
-// (JSON) in the worker's result store.
-func HandleResult[A, R any](w *Worker, t *Task[A], fn func(ctx context.Context, args A) (R, error)) {
+// (JSON) in the worker's result store. It fails as Handle does.
+func HandleResult[A, R any](w *Worker, t *Task[A], fn func(ctx context.Context, args A) (R, error)) error {
+	if t == nil || fn == nil {
+		return &bus.ConfigError{Problems: []error{errors.New("task: Handle of a nil task or handler")}}
+	}
 	reg := &registration{name: t.name, cfg: t.cfg}
 	if t.cfg.rate > 0 {
 		reg.limiter = newLimiter(t.cfg.rate, t.cfg.burst)
@@ -138,18 +201,27 @@ func HandleResult[A, R any](w *Worker, t *Task[A], fn func(ctx context.Context, 
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.runs {
-		panic("task: Handle after Run")
+		return fmt.Errorf("%w: Handle(%q) after Run", ErrRunning, t.name)
+	}
+	if _, dup := w.tasks[t.name]; dup {
+		return fmt.Errorf("%w: %q", ErrDuplicateTask, t.name)
 	}
 	w.tasks[t.name] = reg
+	return nil
 }
 
-// Run consumes the worker's queues until ctx is done, then shuts down
-// gracefully: intake stops, running tasks get ShutdownTimeout to finish,
-// and the rest stay with the broker. Wire ctx to SIGINT and SIGTERM with
-// signal.NotifyContext.
+// Run consumes the worker's queues until ctx is done or Shutdown is
+// called, then shuts down gracefully: intake stops, running tasks get
+// ShutdownTimeout to finish, and the rest stay with the broker. Wire ctx
+// to SIGINT and SIGTERM with signal.NotifyContext. Run may be called once.
 func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Lock()
+	if w.runs {
+		w.mu.Unlock()
+		return ErrRunning
+	}
 	w.runs = true
+	defer close(w.done)
 	queues := slices.Clone(w.cfg.Queues)
 	if len(queues) == 0 {
 		for _, r := range w.tasks {
@@ -167,6 +239,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	errs := make(chan error, len(queues))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	go func() {
+		select {
+		case <-w.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	var wg sync.WaitGroup
 	for _, q := range queues {
 		c, err := bus.NewConsumer(w.b, bus.ConsumerConfig{
@@ -204,6 +283,25 @@ func (w *Worker) Run(ctx context.Context) error {
 	return errors.Join(all...)
 }
 
+// Shutdown stops intake and waits until Run has returned (running tasks
+// get ShutdownTimeout to finish) or ctx is done. A worker that never ran
+// returns at once.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	w.stopOnce.Do(func() { close(w.stop) })
+	w.mu.Lock()
+	runs := w.runs
+	w.mu.Unlock()
+	if !runs {
+		return nil
+	}
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // protect runs fn, turning a panic into a *bus.PanicError so that the
 // task's state and retries follow as for any failure.
 func protect[A, R any](ctx context.Context, args A, fn func(context.Context, A) (R, error)) (res R, err error) {
@@ -231,7 +329,7 @@ func (w *Worker) handle(ctx context.Context, queue string, m *bus.Message) error
 	}
 	now := time.Now()
 	if exp, ok := header(m, HeaderExpires); ok && now.After(exp) {
-		w.finish(ctx, info, Failure, nil, ErrExpired, 0)
+		w.finish(ctx, info, Revoked, nil, ErrExpired, 0)
 		return bus.Drop(ErrExpired)
 	}
 	if eta, ok := header(m, HeaderETA); ok && eta.After(now) {

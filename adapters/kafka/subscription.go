@@ -49,6 +49,7 @@ type subscription struct {
 	bg     sync.WaitGroup // the group loop and reader shutdowns
 
 	closeOnce sync.Once
+	closeErr  error
 	joinOnce  sync.Once
 
 	mu         sync.Mutex
@@ -299,19 +300,31 @@ func (s *subscription) failure() error {
 // commit tells the next owner that they were delivered once already, so
 // that their Attempt counts on. Deliveries never handed out were not
 // counted as delivered.
-func (s *subscription) Close(context.Context, []driver.Delivery, []driver.Delivery) error {
+//
+// Leaving takes a last commit and the group's LeaveGroup; when ctx ends
+// first, Close returns ctx's error and they finish in the background.
+func (s *subscription) Close(ctx context.Context, _, _ []driver.Delivery) error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
 		close(s.done)
 		s.mu.Unlock()
 		// Settlements have finished; a redelivery scheduled after a
-		// failed one ends with done.
+		// failed one ends with ctx.
 		s.cancel()
-		s.bg.Wait()
-		s.c.forget(s)
+		left := make(chan struct{})
+		go func() {
+			s.bg.Wait()
+			s.c.forget(s)
+			close(left)
+		}()
+		select {
+		case <-left:
+		case <-ctx.Done():
+			s.closeErr = fmt.Errorf("kafka: leaving group %q: %w", s.groupID, ctx.Err())
+		}
 	})
-	return nil
+	return s.closeErr
 }
 
 // generation is this member's share of one consumer group generation.

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/omnibus-mq/omnibus/celery"
+	"github.com/omnibus-mq/omnibus/task"
 )
 
 // KeyPrefix starts every result key, as in Celery.
@@ -55,14 +56,14 @@ func New(rdb redis.UniversalClient, opts ...Option) *Store {
 }
 
 type meta struct {
-	Status    string  `json:"status"`
-	Result    any     `json:"result"`
-	Traceback *string `json:"traceback"`
-	Children  []any   `json:"children"`
-	DateDone  *string `json:"date_done"`
-	TaskID    string  `json:"task_id"`
-	ParentID  string  `json:"parent_id,omitempty"`
-	GroupID   string  `json:"group_id,omitempty"`
+	Status    task.Status `json:"status"`
+	Result    any         `json:"result"`
+	Traceback *string     `json:"traceback"`
+	Children  []any       `json:"children"`
+	DateDone  *string     `json:"date_done"`
+	TaskID    string      `json:"task_id"`
+	ParentID  string      `json:"parent_id,omitempty"`
+	GroupID   string      `json:"group_id,omitempty"`
 }
 
 // isoTime is Python's datetime.isoformat() of an aware UTC time.

@@ -441,8 +441,11 @@ func start(ctx context.Context, c config, s *side, b bus.Broker, queue string, w
 		cw.Handle(noopTask, func(context.Context, celery.Request) error { ran.Add(1); return nil })
 		return goRun(ctx, cw.Run), nil
 	case "go-task":
-		tw := task.NewWorker(b, task.WorkerConfig{Queues: []string{queue}, Concurrency: w.Concurrency,
+		tw, err := task.NewWorker(b, task.WorkerConfig{Queues: []string{queue}, Concurrency: w.Concurrency,
 			Prefetch: w.Prefetch - w.Concurrency, Logger: quiet})
+		if err != nil {
+			return nil, err
+		}
 		task.Handle(tw, task.Define[noArgs](noopTask, task.OnQueue(queue)), func(context.Context, noArgs) error { ran.Add(1); return nil })
 		return goRun(ctx, tw.Run), nil
 	}

@@ -231,13 +231,18 @@ func newApp(ctx context.Context, o options, p sms.Provider, log *slog.Logger) (_
 	if a.svc, err = sms.New(sms.Config{Store: store, Publisher: a.broker, Queue: o.queue}); err != nil {
 		return nil, err
 	}
-	a.worker = task.NewWorker(a.broker, task.WorkerConfig{
+	a.worker, err = task.NewWorker(a.broker, task.WorkerConfig{
 		Queues:          []string{o.queue},
 		Concurrency:     max(o.concurrency, 1),
 		ShutdownTimeout: 10 * time.Second,
 		Logger:          log,
 	})
-	sms.Register(a.worker, p)
+	if err != nil {
+		return nil, err
+	}
+	if err := sms.Register(a.worker, p); err != nil {
+		return nil, err
+	}
 	a.api = newAPI(a.svc, log)
 	return a, nil
 }

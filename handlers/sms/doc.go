@@ -17,7 +17,7 @@
 //	err = svc.Verify(ctx, "+15555550100", "042137") // nil once; then ErrNoCode
 //
 //	// worker
-//	w := task.NewWorker(broker, task.WorkerConfig{})
+//	w, err := task.NewWorker(broker, task.WorkerConfig{})
 //	sms.Register(w, sms.NewConsole(os.Stdout))
 //	err = w.Run(ctx)
 //

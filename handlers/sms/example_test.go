@@ -24,7 +24,10 @@ func Example() {
 	// The worker's provider stands in for a gateway: it hands the text to
 	// the "user" below.
 	inbox := make(chan string, 1)
-	w := task.NewWorker(broker, task.WorkerConfig{})
+	w, err := task.NewWorker(broker, task.WorkerConfig{})
+	if err != nil {
+		panic(err)
+	}
 	sms.Register(w, sms.ProviderFunc(func(ctx context.Context, phone, text string) error {
 		inbox <- text
 		return nil

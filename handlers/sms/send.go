@@ -57,8 +57,9 @@ func Handler(p Provider) func(context.Context, Message) error {
 }
 
 // Register makes w run SendTask through p. w consumes SendTask's queue
-// unless its WorkerConfig.Queues says otherwise (see Config.Queue).
-func Register(w *task.Worker, p Provider) { task.Handle(w, SendTask, Handler(p)) }
+// unless its WorkerConfig.Queues says otherwise (see Config.Queue). It
+// fails as task.Handle does.
+func Register(w *task.Worker, p Provider) error { return task.Handle(w, SendTask, Handler(p)) }
 
 // Console is the Provider for development: it writes each SMS, code
 // included, as a line to a writer instead of sending it.

@@ -74,7 +74,10 @@ func sendThroughWorker(t *testing.T, p Provider, m Message) (task.State, bus.Bro
 	t.Cleanup(func() { b.Close() })
 	q := "sms-" + bus.NewID()
 	results := task.NewMemoryStore()
-	w := task.NewWorker(b, task.WorkerConfig{Queues: []string{q}, Results: results, Logger: quiet})
+	w, err := task.NewWorker(b, task.WorkerConfig{Queues: []string{q}, Results: results, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
 	Register(w, p)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -145,7 +145,10 @@ func Undecodable(t *testing.T, b bus.Broker, queue string, writeRaw func(ctx con
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	echo := task.Define[Args](TaskName, task.OnQueue(queue), task.MaxRetries(0))
-	w := task.NewWorker(b, task.WorkerConfig{Concurrency: 2})
+	w, err := task.NewWorker(b, task.WorkerConfig{Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ran := make(chan int, 16)
 	task.Handle(w, echo, func(_ context.Context, a Args) error { ran <- a.N; return nil })
 	wctx, stop := context.WithCancel(ctx)

@@ -3,7 +3,7 @@
 //
 //	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 //	store := redisstore.New(rdb, "")
-//	w := task.NewWorker(b, task.WorkerConfig{Results: store})
+//	w, err := task.NewWorker(b, task.WorkerConfig{Results: store})
 //	...
 //	st, err := task.Wait(ctx, store, id)
 //

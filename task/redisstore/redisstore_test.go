@@ -57,7 +57,10 @@ func TestWorkerRecordsInRedis(t *testing.T) {
 	q := brokertest.Name(t)
 	add := task.Define[[2]int]("math.add", task.OnQueue(q))
 	fail := task.Define[int]("math.fail", task.OnQueue(q), task.MaxRetries(0))
-	w := task.NewWorker(b, task.WorkerConfig{Results: store})
+	w, err := task.NewWorker(b, task.WorkerConfig{Results: store})
+	if err != nil {
+		t.Fatal(err)
+	}
 	task.HandleResult(w, add, func(_ context.Context, xy [2]int) (int, error) { return xy[0] + xy[1], nil })
 	task.Handle(w, fail, func(context.Context, int) error { return errors.New("boom") })
 	ctx, cancel := context.WithCancel(context.Background())
