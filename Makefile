@@ -3,7 +3,8 @@
 GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_FLAGS  ?= -race -timeout 25m -p 1
-PKGS        ?= ./...
+# Every package of every module of the workspace (go.work).
+PKGS        ?= github.com/omnibus-mq/omnibus/...
 BROKERS     ?=
 VENV        ?= .venv
 
@@ -35,20 +36,21 @@ $(VENV)/.installed: scripts/python-requirements.txt
 .PHONY: interop
 interop: BROKERS = rabbitmq redis
 interop: up venv
-	$(GO) test -race -count=1 -run Celery ./celery/...
+	$(GO) test -race -count=1 ./celery/... ./tools/internal/integration/celery/
 
 ## bench-celery: a real Celery worker (prefork, threads) and omnibus's workers
 ## drain the same preloaded queue of no-op tasks on RabbitMQ and on Redis;
-## writes comparisons/celery/results/<time>/{results.json,results.md}.
+## writes tools/comparisons/celery/results/<time>/{results.json,results.md}.
 ## BENCH_CELERY_FLAGS passes flags, e.g. BENCH_CELERY_FLAGS="-n 50000 -brokers redis".
 BENCH_CELERY_FLAGS ?=
 .PHONY: bench-celery
 bench-celery: BROKERS = rabbitmq redis
 bench-celery: up venv
-	$(GO) run ./comparisons/celery -python $(VENV)/bin/python $(BENCH_CELERY_FLAGS)
+	$(GO) run ./tools/comparisons/celery -python $(VENV)/bin/python $(BENCH_CELERY_FLAGS)
 
-## test: start the brokers, then run every test with the race detector,
-## one package at a time: the broker tests share two cores with the brokers
+## test: start the brokers, then run every test of every module with the
+## race detector, one package at a time: the broker tests share two cores
+## with the brokers
 test: up venv chromium
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 
@@ -56,9 +58,12 @@ test: up venv chromium
 test-unit:
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 
-## lint: gofmt, go vet, staticcheck
+## lint: gofmt, every module tidy, go vet, staticcheck
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@set -e; for m in $$($(GO) list -m -f '{{.Dir}}'); do \
+	  (cd "$$m" && GOWORK=off $(GO) mod tidy -diff >/dev/null) || { echo "go.mod of $$m is not tidy: run go mod tidy there"; exit 1; }; \
+	done
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
 
@@ -83,18 +88,18 @@ bench:
 	       case "$$b" in rabbitmq|redis|kafka|rocketmq) scripts/brokers up "$$b" ;; esac; \
 	     done ;; \
 	esac
-	$(GO) run -buildvcs=true ./cmd/omnibus bench -out $(BENCH_OUT) -note "$(BENCH_NOTE)" $(BENCH_FLAGS) $(BROKER)
+	$(GO) run -buildvcs=true ./tools/cmd/omnibus bench -out $(BENCH_OUT) -note "$(BENCH_NOTE)" $(BENCH_FLAGS) $(BROKER)
 
 ## compare: the same workloads through omnibus, the raw clients and watermill on
 ## BROKER (rabbitmq, redis, kafka, rocketmq or all; memory has nothing to compare), plus
 ## the SMS task workload and, on Redis, the pipelining measurement. Writes
-## comparisons/results/<broker>/COMPARISON.md. COMPARE_FLAGS passes flags.
+## tools/comparisons/results/<broker>/COMPARISON.md. COMPARE_FLAGS passes flags.
 COMPARE_FLAGS ?=
 .PHONY: compare
 compare:
 	@b="$(BROKER)"; [ "$$b" = memory ] && b=all; \
 	if [ "$$b" = all ]; then scripts/brokers up; else for x in $$(echo "$$b" | tr , ' '); do scripts/brokers up "$$x"; done; fi; \
-	$(GO) run ./comparisons -broker "$$b" $(COMPARE_FLAGS)
+	$(GO) run ./tools/comparisons -broker "$$b" $(COMPARE_FLAGS)
 
 ## chromium: install Debian's chromium when missing; the HTML report test renders in it
 chromium:
@@ -105,11 +110,11 @@ chromium:
 	$$sudo apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || { \
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y --no-install-recommends chromium; }
 
-## chaos: fault injection on dedicated broker instances (chaos/README.md):
+## chaos: fault injection on dedicated broker instances (tools/internal/chaos/README.md):
 ## brokers SIGKILLed and restarted under load, consumer processes SIGKILLed
 ## and SIGTERMed mid-work, handlers that panic, hang or always fail.
 ## CHAOS_MESSAGES per scenario on CHAOS_BROKERS; prints the table and writes
-## it to chaos/results/<time>.md. `make test` runs the same tests, smaller.
+## it to tools/internal/chaos/results/<time>.md. `make test` runs the same tests, smaller.
 CHAOS_MESSAGES ?= 2000
 CHAOS_BROKERS  ?= redis,rabbitmq,kafka,rocketmq
 comma := ,
@@ -117,8 +122,8 @@ comma := ,
 chaos:
 	scripts/brokers up $(subst $(comma), ,$(CHAOS_BROKERS))
 	OMNIBUS_CHAOS_MESSAGES=$(CHAOS_MESSAGES) OMNIBUS_CHAOS_BROKERS=$(CHAOS_BROKERS) \
-	OMNIBUS_CHAOS_RESULTS=$(CURDIR)/chaos/results \
-	  $(GO) test -count=1 -v -timeout 30m -run '^TestChaos$$' ./chaos/
+	OMNIBUS_CHAOS_RESULTS=$(CURDIR)/tools/internal/chaos/results \
+	  $(GO) test -count=1 -v -timeout 30m -run '^TestChaos$$' ./tools/internal/chaos/
 
 ## fuzz: run every fuzz target for FUZZTIME each, one at a time (plain
 ## `go test` runs only their seed corpora, in testdata/fuzz and the f.Add calls)

@@ -38,6 +38,9 @@ func (s *memStore) statuses(id string) []task.Status {
 	return out
 }
 
+// smsTask is the name the Python side of the interop tests registers.
+const smsTask = "tasks.send_sms_code"
+
 var quiet = slog.New(slog.DiscardHandler)
 
 // startWorker runs a worker on an in-process broker until the test ends.

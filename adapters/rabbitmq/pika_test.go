@@ -22,7 +22,9 @@ func python(t *testing.T) string {
 	t.Helper()
 	p := os.Getenv("OMNIBUS_PYTHON")
 	if p == "" {
-		p, _ = filepath.Abs("../../.venv/bin/python")
+		if root, err := brokertest.RepoRoot(); err == nil {
+			p = filepath.Join(root, ".venv", "bin", "python")
+		}
 	}
 	if err := exec.Command(p, "-c", "import pika").Run(); err != nil {
 		if brokertest.InCI() {

@@ -43,7 +43,6 @@ type subscription struct {
 
 	out       chan *delivery
 	done      chan struct{}
-	closeOnce sync.Once
 	wg        sync.WaitGroup
 
 	mu         sync.Mutex

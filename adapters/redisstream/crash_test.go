@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/omnibus-mq/omnibus/internal/leak"
 
 	"github.com/omnibus-mq/omnibus/adapters/redisstream"
 	"github.com/omnibus-mq/omnibus/bus"
@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 		crashChild()
 		return
 	}
-	goleak.VerifyTestMain(m)
+	leak.Main(m)
 }
 
 // crashChild consumes as a worker that acks crashAcked messages, then

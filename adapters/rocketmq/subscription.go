@@ -39,7 +39,6 @@ type subscription struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	once    sync.Once
 
 	mu        sync.Mutex
 	states    map[queueKey]*queueState

@@ -11,7 +11,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
-	"go.uber.org/goleak"
+
+	"github.com/omnibus-mq/omnibus/internal/leak"
 
 	wmbridge "github.com/omnibus-mq/omnibus/adapters/watermill"
 	"github.com/omnibus-mq/omnibus/bus"
@@ -50,7 +51,7 @@ func receive(t *testing.T, s bus.Subscription) bus.Delivery {
 }
 
 func TestBrokerOverGoChannel(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer leak.Check(t)()
 	ps := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 	b, err := wmbridge.NewBroker(ps, ps, wmbridge.Options{})
 	if err != nil {
@@ -218,7 +219,7 @@ func TestBrokerDeadLetterAtOnceAndPublishFailure(t *testing.T) {
 }
 
 func TestBrokerPrefetchAndClose(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer leak.Check(t)()
 	pub, sub := newFakePub(), newFakeSub()
 	b, err := wmbridge.NewBroker(pub, sub, wmbridge.Options{})
 	if err != nil {
@@ -292,7 +293,7 @@ func TestBrokerPrefetchAndClose(t *testing.T) {
 }
 
 func TestBrokerChannelClosedByWatermill(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer leak.Check(t)()
 	ps := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 	b, err := wmbridge.NewBroker(ps, ps, wmbridge.Options{})
 	if err != nil {

@@ -3,10 +3,10 @@ package watermill_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/omnibus-mq/omnibus/internal/leak"
 )
 
 // Every test, watermill's suite included, must leave no goroutine behind.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leak.Main(m)
 }

@@ -8,7 +8,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"go.uber.org/goleak"
+
+	"github.com/omnibus-mq/omnibus/internal/leak"
 
 	"github.com/omnibus-mq/omnibus/adapters/memory"
 	wmbridge "github.com/omnibus-mq/omnibus/adapters/watermill"
@@ -87,7 +88,7 @@ func closedWithin(t *testing.T, ch <-chan *message.Message, d time.Duration) {
 }
 
 func TestSubscriberAckNackAndMetadata(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer leak.Check(t)()
 	mem := newMemory(t)
 	pub := wmbridge.NewPublisher(mem)
 	sub := newSubscriber(t, mem, wmbridge.SubscriberConfig{})
@@ -192,7 +193,7 @@ func TestSubscriberMaxAttemptsDeadLetters(t *testing.T) {
 }
 
 func TestSubscriberContextAndClose(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer leak.Check(t)()
 	mem := newMemory(t)
 	sub := newSubscriber(t, mem, wmbridge.SubscriberConfig{})
 	pub := wmbridge.NewPublisher(mem)
@@ -249,7 +250,7 @@ func TestSubscriberContextAndClose(t *testing.T) {
 }
 
 func TestSubscriberEndsWithBusSubscriber(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer leak.Check(t)()
 	mem := newMemory(t)
 	client := mem.Connect()
 	sub := newSubscriber(t, client, wmbridge.SubscriberConfig{})

@@ -118,22 +118,33 @@ func loadSecurity() (Security, error) {
 }
 
 // securityPath finds SecurityFile: in $OMNIBUS_BROKERS_DIR, or in .brokers
-// beside the go.mod above the working directory.
+// beside the go.work above the working directory (the repository's root,
+// whichever of its modules the test is in).
 func securityPath() (string, error) {
 	if dir := strings.TrimSpace(os.Getenv(BrokersDirEnv)); dir != "" {
 		return filepath.Join(dir, SecurityFile), nil
 	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, ".brokers", SecurityFile), nil
+}
+
+// RepoRoot returns the repository's root: the directory of the go.work
+// file above the working directory.
+func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, ".brokers", SecurityFile), nil
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
+			return "", errors.New("no go.work above the working directory")
 		}
 		dir = parent
 	}
