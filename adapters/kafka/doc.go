@@ -63,7 +63,7 @@
 // never blocks its partition. The subscription reads the retry topic too,
 // holding each record until it is due. When attempts run out, or Nack asks
 // for it, the message goes to SubscribeOptions.DeadLetterTopic with the
-// headers of bus.DeadLetter. A retry goes behind later messages of its
+// dead-letter headers (see package bus/driver). A retry goes behind later messages of its
 // key; Options.BlockingRetry instead retries in place and holds back the
 // later messages of the key meanwhile, for work that needs strict order.
 // A postponed delivery (bus.NackOptions.Postpone) takes the same way back

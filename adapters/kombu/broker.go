@@ -116,42 +116,15 @@ func (o Options) endpoint() redisconn.Endpoint {
 }
 
 func (b *conn) probe(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, b.opts.DialTimeout)
-	defer cancel()
-	if err := b.rdb.Ping(ctx).Err(); err != nil {
-		msg := err.Error()
-		for _, p := range []string{"WRONGPASS", "NOAUTH", "ERR AUTH", "ERR invalid password", "ERR Client sent AUTH"} {
-			if strings.HasPrefix(msg, p) {
-				return fmt.Errorf("%w: redis %s as %q: %v", bus.ErrAuth, b.opts.Addr, b.opts.Username, err)
-			}
-		}
-		var re redis.Error
-		if errors.As(err, &re) {
-			return fmt.Errorf("kombu: connecting to %s: %w", b.opts.Addr, err)
-		}
-		return fmt.Errorf("%w: redis %s: %v", bus.ErrUnreachable, b.opts.Addr, err)
+	srv, err := redisconn.Probe(ctx, b.rdb, b.opts.endpoint(), b.opts.DialTimeout, "kombu")
+	if err != nil {
+		return err
 	}
-	if info, err := b.rdb.Info(ctx, "server").Result(); err == nil {
-		for line := range strings.Lines(info) {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok && !atLeast(v, 6, 2) {
-				return &bus.ConfigError{Problems: []error{fmt.Errorf("kombu: %s runs Redis %s; BLMOVE needs 6.2 or newer", b.opts.Addr, v)}}
-			}
-		}
+	if !srv.AtLeast(6, 2) {
+		return &bus.ConfigError{Problems: []error{fmt.Errorf("kombu: %s runs Redis %s; BLMOVE needs 6.2 or newer", b.opts.Addr, srv.Version)}}
 	}
-	if cfg, err := b.rdb.ConfigGet(ctx, "append*").Result(); err == nil {
-		b.persistent = cfg["appendonly"] == "yes" && (cfg["appendfsync"] == "always" || cfg["appendfsync"] == "everysec")
-	}
+	b.persistent = srv.Persistent
 	return nil
-}
-
-func atLeast(version string, major, minor int) bool {
-	parts := strings.SplitN(version, ".", 3)
-	ma, _ := strconv.Atoi(parts[0])
-	mi := 0
-	if len(parts) > 1 {
-		mi, _ = strconv.Atoi(parts[1])
-	}
-	return ma > major || (ma == major && mi >= minor)
 }
 
 // Features: a queue is one Redis list read in order, so a single consumer

@@ -60,7 +60,7 @@
 // to the left end of its list (behind the others, as kombu's reject with
 // requeue does); an entry in the delayed set, moved to the right end of
 // the list when due by any omnibus subscription of that queue; or a
-// bus.DeadLetter copy pushed to the dead-letter queue. A redelivered
+// dead-letter copy (see package bus/driver) pushed to the dead-letter queue. A redelivered
 // message carries delivery_info.redelivered, as kombu marks it, and
 // omnibus-attempt, so Message.Attempt grows with each delivery.
 // Message.Attempt counts deliveries omnibus made and redeliveries it

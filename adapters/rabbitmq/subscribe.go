@@ -41,9 +41,9 @@ type subscription struct {
 	opts  bus.SubscribeOptions
 	queue string
 
-	out       chan *delivery
-	done      chan struct{}
-	wg        sync.WaitGroup
+	out  chan *delivery
+	done chan struct{}
+	wg   sync.WaitGroup
 
 	mu         sync.Mutex
 	ch         *amqp.Channel // current consuming channel
@@ -149,22 +149,8 @@ func (s *subscription) run() {
 // Receive takes up to max deliveries from the consuming channel, waiting
 // for one.
 func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery, error) {
-	var out []driver.Delivery
-	select {
-	case d := <-s.out:
-		out = append(out, d)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	for len(out) < max {
-		select {
-		case d := <-s.out:
-			out = append(out, d)
-		default:
-			return out, nil
-		}
-	}
-	return out, nil
+	ds, _, err := driver.FromChannel(ctx, s.out, max, func(d *delivery) driver.Delivery { return d })
+	return ds, err
 }
 
 // Close closes the consuming channel; RabbitMQ requeues every delivery it

@@ -99,70 +99,27 @@ func (o Options) endpoint() redisconn.Endpoint {
 // probe checks that the server answers and accepts the credentials, and
 // reads its persistence settings.
 func (b *conn) probe(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, b.opts.DialTimeout)
-	defer cancel()
-	if err := b.rdb.Ping(ctx).Err(); err != nil {
-		return b.dialError(err)
+	srv, err := redisconn.Probe(ctx, b.rdb, b.opts.endpoint(), b.opts.DialTimeout, "redisstream")
+	if err != nil {
+		return err
 	}
-	if info, err := b.rdb.Info(ctx, "server").Result(); err == nil {
-		if v := infoField(info, "redis_version"); v != "" && !atLeast(v, 6, 2) {
-			return &bus.ConfigError{Problems: []error{fmt.Errorf(
-				"redisstream: %s runs Redis %s; streams with XAUTOCLAIM need 6.2 or newer", b.opts.Addr, v)}}
-		}
-		if infoField(info, "redis_mode") == "cluster" {
-			// The scripts touch a topic's stream, its group's keys and
-			// the dead-letter stream together, which Cluster refuses
-			// across hash slots.
-			return &bus.ConfigError{Problems: []error{fmt.Errorf(
-				"redisstream: %s is a Redis Cluster node; this adapter needs a standalone server", b.opts.Addr)}}
-		}
+	if !srv.AtLeast(6, 2) {
+		return &bus.ConfigError{Problems: []error{fmt.Errorf(
+			"redisstream: %s runs Redis %s; streams with XAUTOCLAIM need 6.2 or newer", b.opts.Addr, srv.Version)}}
 	}
-	// CONFIG may be refused by ACLs or managed services; then persistence
-	// is unknown and not claimed.
-	if cfg, err := b.rdb.ConfigGet(ctx, "append*").Result(); err == nil {
-		b.persistent = cfg["appendonly"] == "yes" && (cfg["appendfsync"] == "always" || cfg["appendfsync"] == "everysec")
+	if srv.Mode == "cluster" {
+		// The scripts touch a topic's stream, its group's keys and the
+		// dead-letter stream together, which Cluster refuses across hash
+		// slots.
+		return &bus.ConfigError{Problems: []error{fmt.Errorf(
+			"redisstream: %s is a Redis Cluster node; this adapter needs a standalone server", b.opts.Addr)}}
 	}
+	b.persistent = srv.Persistent
 	return nil
 }
 
-// dialError maps a failure of the first round trip to the bus sentinels:
-// refused credentials are ErrAuth, other Redis error replies stay as they
-// are, and everything else (no connection, a timeout, a server that does
-// not speak Redis) is ErrUnreachable. go-redis errors name the address,
-// never the password.
 func (b *conn) dialError(err error) error {
-	msg := err.Error()
-	for _, p := range []string{"WRONGPASS", "NOAUTH", "ERR AUTH", "ERR invalid password", "ERR Client sent AUTH"} {
-		if strings.HasPrefix(msg, p) {
-			return fmt.Errorf("%w: redis %s as %q: %v", bus.ErrAuth, b.opts.Addr, b.opts.Username, err)
-		}
-	}
-	var re redis.Error
-	if errors.As(err, &re) {
-		return forbidden(fmt.Errorf("redisstream: connecting to %s: %w", b.opts.Addr, err))
-	}
-	return fmt.Errorf("%w: redis %s: %v", bus.ErrUnreachable, b.opts.Addr, err)
-}
-
-func infoField(info, name string) string {
-	for line := range strings.Lines(info) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
-			return v
-		}
-	}
-	return ""
-}
-
-// atLeast reports whether version (major.minor.patch) is at least
-// major.minor.
-func atLeast(version string, major, minor int) bool {
-	parts := strings.SplitN(version, ".", 3)
-	ma, _ := strconv.Atoi(parts[0])
-	mi := 0
-	if len(parts) > 1 {
-		mi, _ = strconv.Atoi(parts[1])
-	}
-	return ma > major || (ma == major && mi >= minor)
+	return redisconn.DialError(err, b.opts.endpoint(), "redisstream")
 }
 
 // Features describes the guarantees of this Broker. Persistent is true when
@@ -226,15 +183,7 @@ func (b *conn) Send(ctx context.Context, topic string, msgs []*bus.Message) erro
 	return &bus.PublishError{Unconfirmed: failed, Err: forbidden(fmt.Errorf("redisstream: publish to %q: %w", topic, err))}
 }
 
-// forbidden marks err with bus.ErrForbidden when Redis refused a command
-// with NOPERM: the ACL user may not run it, or not on those keys.
-func forbidden(err error) error {
-	var re redis.Error
-	if err != nil && !errors.Is(err, bus.ErrForbidden) && errors.As(err, &re) && strings.HasPrefix(re.Error(), "NOPERM") {
-		return fmt.Errorf("%w: %w", bus.ErrForbidden, err)
-	}
-	return err
-}
+var forbidden = redisconn.Forbidden
 
 // Subscribe joins opts.Group on topic, creating the group when it does not
 // exist. A new group starts at the beginning of the stream, so it receives

@@ -62,7 +62,7 @@
 // delay. Ack returns when Redis has replied to its XACK.
 //
 // A Nack acks the entry and, atomically in a Lua script, either appends the
-// bus.DeadLetter copy to the dead-letter stream, or adds a retry entry
+// dead-letter copy (see package bus/driver) to the dead-letter stream, or adds a retry entry
 // carrying the attempts so far ("a"): into the group's retry stream at
 // once, or into the group's delayed set when NackOptions.Delay is set,
 // whence it moves into the retry stream when due. Retries therefore

@@ -95,7 +95,7 @@
 // same attempt number. When the attempts of SubscribeOptions.MaxAttempts
 // are used up, or NackOptions.DeadLetter asks for it, the message goes to
 // SubscribeOptions.DeadLetterTopic ("<topic>.dlq" by default, an ordinary
-// topic) with the headers of bus.DeadLetter. Close gives the deliveries
+// topic) with the dead-letter headers (see package bus/driver). Close gives the deliveries
 // in hand back the same way as a Nack without delay (counted as an
 // attempt), so the group's next member gets them at once.
 //

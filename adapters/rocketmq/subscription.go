@@ -662,31 +662,16 @@ func (s *subscription) pull(ctx context.Context, qs *queueState) {
 // Receive takes up to max deliveries from the pull loops, waiting for
 // one.
 func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery, error) {
-	var out []driver.Delivery
-	take := func(d *delivery) {
+	ds, _, err := driver.FromChannel(ctx, s.ready, max, func(d *delivery) driver.Delivery {
 		d.qs.mu.Lock()
 		d.qs.handed++
 		d.qs.mu.Unlock()
 		s.mu.Lock()
 		s.unsettled[d] = struct{}{}
 		s.mu.Unlock()
-		out = append(out, d)
-	}
-	select {
-	case d := <-s.ready:
-		take(d)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	for len(out) < max {
-		select {
-		case d := <-s.ready:
-			take(d)
-		default:
-			return out, nil
-		}
-	}
-	return out, nil
+		return d
+	})
+	return ds, err
 }
 
 // Close stops intake, gives the deliveries in hand back (those handed out

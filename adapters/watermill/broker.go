@@ -72,7 +72,7 @@ func (o Options) Validate() error {
 // message ID (the watermill UUID) have ended without an Ack, and numbers
 // the next delivery of that ID from there. When a Nack asks for
 // dead-lettering or the delivery was the last of MaxAttempts, the Broker
-// publishes the bus.DeadLetter copy to the dead-letter topic through the
+// publishes the dead-letter copy (see package bus/driver) to the dead-letter topic through the
 // watermill publisher and then acks the original; if that publish fails,
 // it nacks the original instead, so nothing is lost.
 //
@@ -296,33 +296,15 @@ type subscription struct {
 // for one. When the watermill subscriber closes its channel, the
 // subscription ends with an error matching bus.ErrClosed.
 func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery, error) {
-	var out []driver.Delivery
-	take := func(wm *message.Message) {
+	ds, closed, err := driver.FromChannel(ctx, s.ch, max, func(wm *message.Message) driver.Delivery {
 		m := fromWatermill(wm, true)
 		m.Attempt = s.b.attempts.next(s.key(wm.UUID))
-		out = append(out, &delivery{s: s, wm: wm, m: m})
+		return &delivery{s: s, wm: wm, m: m}
+	})
+	if closed && len(ds) == 0 {
+		return nil, fmt.Errorf("%w: the watermill subscriber closed its channel for %q", bus.ErrClosed, s.topic)
 	}
-	select {
-	case wm, ok := <-s.ch:
-		if !ok {
-			return nil, fmt.Errorf("%w: the watermill subscriber closed its channel for %q", bus.ErrClosed, s.topic)
-		}
-		take(wm)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	for len(out) < max {
-		select {
-		case wm, ok := <-s.ch:
-			if !ok {
-				return out, nil
-			}
-			take(wm)
-		default:
-			return out, nil
-		}
-	}
-	return out, nil
+	return ds, err
 }
 
 // key names a message in the attempt log; "" means untracked.

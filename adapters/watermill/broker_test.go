@@ -474,7 +474,7 @@ func TestBrokerPublish(t *testing.T) {
 
 	// The message's context is the Publish context, for watermill
 	// publishers that honour it; a caller's attempt header is refused
-	// (bus.CheckHeader), and Message.Attempt is not sent.
+	// (driver.CheckHeader), and Message.Attempt is not sent.
 	type key struct{}
 	vctx := context.WithValue(ctx, key{}, "v")
 	m := bus.NewMessage([]byte("x"))

@@ -25,14 +25,17 @@
 //     *Broker that New returns over the driver, so that it is a
 //     bus.Broker with Shutdown.
 //  3. Parse the URL with Params, which reads the parameters common to
-//     every backend (Common) with one spelling, and register the scheme
-//     with bus.Register.
+//     every backend with one spelling (dial_timeout, max_message_size, the
+//     TLS ones) and reports every problem at once, and register the
+//     scheme with bus.Register.
 //  4. Map the broker's errors onto the sentinels of package bus
 //     (bus.ErrUnreachable, bus.ErrAuth, bus.ErrForbidden, ...) at the
 //     driver's boundary, wrapped with %w.
 //  5. Run the conformance suite, bus/bustest, from the adapter's tests
 //     with the backend's features; it runs the portable Broker over the
 //     driver, so it tests both.
+//  6. Give the adapter a module of its own when its client library brings
+//     dependencies, so that users of other backends do not inherit them.
 //
 // A new backend that needs more than its driver methods, its URL and its
 // tests is a sign that this layer is missing something: add it here.

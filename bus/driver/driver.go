@@ -19,7 +19,7 @@ import (
 //
 // Methods may be called concurrently, except Close, which is called once,
 // after every Send and Subscribe has returned and every subscription has
-// been closed.
+// been closed, or sooner when the context of Broker.Shutdown ends first.
 type Driver interface {
 	// Send stores msgs (at least one) in topic and returns once the
 	// broker has taken responsibility for them. When the broker took only
@@ -136,4 +136,33 @@ func (e *lastingError) Unwrap() error { return e.err }
 func IsLasting(err error) bool {
 	var l *lastingError
 	return errors.As(err, &l) || errors.Is(err, bus.ErrAuth) || errors.Is(err, bus.ErrForbidden) || errors.Is(err, bus.ErrBadConfig)
+}
+
+// FromChannel is Subscription.Receive for a driver whose client hands it
+// messages on a channel: it waits for the first value of ch and then
+// takes, without waiting, what else is ready there, up to max values,
+// each made a Delivery by take. closed reports that ch was closed; the
+// deliveries taken before are returned with it.
+func FromChannel[T any](ctx context.Context, ch <-chan T, max int, take func(T) Delivery) (ds []Delivery, closed bool, err error) {
+	select {
+	case v, ok := <-ch:
+		if !ok {
+			return nil, true, nil
+		}
+		ds = append(ds, take(v))
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+	for len(ds) < max {
+		select {
+		case v, ok := <-ch:
+			if !ok {
+				return ds, true, nil
+			}
+			ds = append(ds, take(v))
+		default:
+			return ds, false, nil
+		}
+	}
+	return ds, false, nil
 }

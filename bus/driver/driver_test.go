@@ -432,3 +432,25 @@ func TestShutdownBoundedByContext(t *testing.T) {
 		t.Fatalf("driver closed %d times", f.closed)
 	}
 }
+
+func TestFromChannel(t *testing.T) {
+	ch := make(chan int, 5)
+	for i := range 4 {
+		ch <- i
+	}
+	mk := func(i int) Delivery { return &fakeDelivery{msg: msg(fmt.Sprint(i), 1)} }
+	ds, closed, err := FromChannel(context.Background(), ch, 3, mk)
+	if err != nil || closed || len(ds) != 3 {
+		t.Fatalf("FromChannel = %d deliveries, closed %v, %v; want 3 of the 4 ready", len(ds), closed, err)
+	}
+	close(ch)
+	ds, closed, err = FromChannel(context.Background(), ch, 3, mk)
+	if err != nil || !closed || len(ds) != 1 || string(ds[0].Message().Body) != "3" {
+		t.Fatalf("after close: %d deliveries, closed %v, %v; want the last one and closed", len(ds), closed, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, _, err := FromChannel(ctx, make(chan int), 3, mk); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("empty channel: %v, want the context's error", err)
+	}
+}

@@ -4,7 +4,10 @@
 package redisconn
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"strconv"
@@ -14,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
@@ -104,4 +108,87 @@ func Client(e Endpoint, dial, rw time.Duration, poolSize int) *redis.Options {
 		PoolSize:                 poolSize,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
+}
+
+// Server is what Probe learned of a Redis server.
+type Server struct {
+	Version string // redis_version, "" when INFO was refused
+	Mode    string // redis_mode: standalone, cluster or sentinel
+	// Persistent: appendonly yes with appendfsync always or everysec, as
+	// CONFIG GET reports it; false too when CONFIG is refused (ACLs,
+	// managed services), since persistence is then unknown.
+	Persistent bool
+}
+
+// AtLeast reports whether the server's version is at least major.minor.
+// An unknown version passes.
+func (s Server) AtLeast(major, minor int) bool {
+	if s.Version == "" {
+		return true
+	}
+	parts := strings.SplitN(s.Version, ".", 3)
+	ma, _ := strconv.Atoi(parts[0])
+	mi := 0
+	if len(parts) > 1 {
+		mi, _ = strconv.Atoi(parts[1])
+	}
+	return ma > major || (ma == major && mi >= minor)
+}
+
+// Probe checks within dial that the server answers and accepts e's
+// credentials (failures mapped by DialError), and reads its version, mode
+// and persistence settings.
+func Probe(ctx context.Context, rdb *redis.Client, e Endpoint, dial time.Duration, name string) (Server, error) {
+	ctx, cancel := context.WithTimeout(ctx, dial)
+	defer cancel()
+	var s Server
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return s, DialError(err, e, name)
+	}
+	if info, err := rdb.Info(ctx, "server").Result(); err == nil {
+		s.Version, s.Mode = infoField(info, "redis_version"), infoField(info, "redis_mode")
+	}
+	if cfg, err := rdb.ConfigGet(ctx, "append*").Result(); err == nil {
+		s.Persistent = cfg["appendonly"] == "yes" && (cfg["appendfsync"] == "always" || cfg["appendfsync"] == "everysec")
+	}
+	return s, nil
+}
+
+func infoField(info, name string) string {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// DialError maps a failure of the first round trip to the bus sentinels:
+// refused credentials are bus.ErrAuth, a NOPERM reply bus.ErrForbidden,
+// other Redis error replies stay as they are, and everything else (no
+// connection, a timeout, a server that does not speak Redis) is
+// bus.ErrUnreachable. go-redis errors name the address, never the
+// password. name is the adapter's, for the message.
+func DialError(err error, e Endpoint, name string) error {
+	msg := err.Error()
+	for _, p := range []string{"WRONGPASS", "NOAUTH", "ERR AUTH", "ERR invalid password", "ERR Client sent AUTH"} {
+		if strings.HasPrefix(msg, p) {
+			return fmt.Errorf("%w: redis %s as %q: %v", bus.ErrAuth, e.Addr, e.Username, err)
+		}
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		return Forbidden(fmt.Errorf("%s: connecting to %s: %w", name, e.Addr, err))
+	}
+	return fmt.Errorf("%w: redis %s: %v", bus.ErrUnreachable, e.Addr, err)
+}
+
+// Forbidden marks err with bus.ErrForbidden when Redis refused a command
+// with NOPERM: the ACL user may not run it, or not on those keys.
+func Forbidden(err error) error {
+	var re redis.Error
+	if err != nil && !errors.Is(err, bus.ErrForbidden) && errors.As(err, &re) && strings.HasPrefix(re.Error(), "NOPERM") {
+		return fmt.Errorf("%w: %w", bus.ErrForbidden, err)
+	}
+	return err
 }
