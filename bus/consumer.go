@@ -139,6 +139,10 @@ func (c *Consumer) Shutdown(ctx context.Context) error {
 func (c *Consumer) run(ctx context.Context) error {
 	sub, err := c.sub.Subscribe(ctx, c.cfg.Topic, c.cfg.Subscribe)
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// Shut down before the subscription was made: nothing ran.
+			return nil
+		}
 		return err
 	}
 	// intake ends on ctx or Shutdown; handlers keep their own context,

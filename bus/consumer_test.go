@@ -243,3 +243,19 @@ func TestConsumerConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// A consumer stopped before its subscription was made ran nothing and
+// returns nil, as after any shutdown.
+func TestConsumerCancelledBeforeSubscribing(t *testing.T) {
+	b := memory.New(memory.Options{})
+	defer b.Close()
+	c, err := bus.NewConsumer(b, bus.ConsumerConfig{Topic: "early"}, func(context.Context, *bus.Message) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.Run(ctx); err != nil {
+		t.Fatalf("Run with a cancelled context = %v, want nil", err)
+	}
+}
