@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	kgo "github.com/segmentio/kafka-go"
+	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/adapters/kafka"
 	"github.com/omnibus-mq/omnibus/bus"
@@ -122,25 +122,21 @@ func TestUndecodableMessages(t *testing.T) {
 	defer c.Close()
 	queue := brokertest.Name(t)
 	badinput.Undecodable(t, c, queue, func(ctx context.Context) int {
-		w := &kgo.Writer{Addr: kgo.TCP(brokers(t)...), RequiredAcks: kgo.RequireAll, BatchTimeout: time.Millisecond}
-		defer w.Close()
-		task := kgo.Header{Key: "omnibus-task", Value: []byte(badinput.TaskName)}
-		raw := []kgo.Message{
-			{Value: []byte("{not json"), Headers: []kgo.Header{task,
+		task := franz.RecordHeader{Key: "omnibus-task", Value: []byte(badinput.TaskName)}
+		raw := []*franz.Record{
+			{Value: []byte("{not json"), Headers: []franz.RecordHeader{task,
 				{Key: kafka.HeaderPublishedAt, Value: []byte("yesterday")}, {Key: kafka.HeaderAttempt, Value: []byte("-4")},
 				{Key: kafka.HeaderDue, Value: []byte("soon")}, {Key: kafka.HeaderID, Value: nil}, {Key: "", Value: []byte("empty")}}},
-			{Value: []byte{0xff, 0xfe, 0x00}, Key: []byte{0xff}, Headers: []kgo.Header{task,
+			{Value: []byte{0xff, 0xfe, 0x00}, Key: []byte{0xff}, Headers: []franz.RecordHeader{task,
 				{Key: kafka.HeaderAttempt, Value: []byte("99999999999999999999")}, {Key: "omnibus-key", Value: []byte("k")}}},
-			{Value: []byte(`{"n":"not a number"}`), Headers: []kgo.Header{task}},
+			{Value: []byte(`{"n":"not a number"}`), Headers: []franz.RecordHeader{task}},
 			{Value: []byte("no headers at all")},
-			{Value: nil, Headers: []kgo.Header{{Key: "omnibus-task", Value: []byte{0xff}}}},
+			{Value: nil, Headers: []franz.RecordHeader{{Key: "omnibus-task", Value: []byte{0xff}}}},
 		}
 		for i := range raw {
 			raw[i].Topic = queue
 		}
-		if err := w.WriteMessages(ctx, raw...); err != nil {
-			t.Fatalf("raw write: %v", err)
-		}
+		produceRaw(t, ctx, raw...)
 		return len(raw)
 	})
 }

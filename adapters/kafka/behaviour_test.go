@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	kgo "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kerr"
+	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/adapters/kafka"
 	"github.com/omnibus-mq/omnibus/bus"
@@ -76,14 +76,12 @@ func keyed(key string, n int) []*bus.Message {
 	return out
 }
 
-func admin(t testing.TB) *kgo.Client {
-	return &kgo.Client{Addr: kgo.TCP(brokers(t)...), Timeout: 10 * time.Second}
-}
-
 // A rebalance waits for in-flight deliveries of the partitions it moves:
-// acknowledged in time, they are committed and go to no one else.
+// acknowledged in time, they are committed and go to no one else. Eager
+// rebalancing moves every partition, the one of key "k" too.
 func TestRebalanceFinishesInFlight(t *testing.T) {
 	opts := testOptions(t)
+	opts.Rebalance = kafka.RebalanceEager
 	a := connect(t, opts)
 	defer a.Close()
 	topic := topicName(t)
@@ -114,9 +112,10 @@ func TestRebalanceFinishesInFlight(t *testing.T) {
 
 // Deliveries still unsettled when DrainTimeout passes are given back: the
 // new owner receives them as second attempts, and the old delivery cannot
-// be settled.
+// be settled. Eager rebalancing moves every partition.
 func TestRebalanceGivesBackUnsettled(t *testing.T) {
 	opts := testOptions(t)
+	opts.Rebalance = kafka.RebalanceEager
 	a := connect(t, opts)
 	defer a.Close()
 	topic := topicName(t)
@@ -398,21 +397,15 @@ func TestPartialFailure(t *testing.T) {
 	topic := topicName(t)
 	// The topic refuses records over 2000 bytes; the client's own limit is
 	// larger, so the broker is the one to refuse.
-	res, err := admin(t).CreateTopics(ctx, &kgo.CreateTopicsRequest{Topics: []kgo.TopicConfig{{
-		Topic: topic, NumPartitions: 2, ReplicationFactor: 1,
-		ConfigEntries: []kgo.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: "2000"}},
-	}}})
-	if err == nil {
-		err = res.Errors[topic]
-	}
-	if err != nil {
+	limit := "2000"
+	if _, err := adminClient(t).CreateTopic(ctx, 2, 1, map[string]*string{"max.message.bytes": &limit}, topic); err != nil {
 		t.Fatal(err)
 	}
 	// Two keys on different partitions.
 	var keys [2]string
 	for i, found := 0, 0; found < 2; i++ {
 		k := "key-" + strconv.Itoa(i)
-		p := (&kgo.Murmur2Balancer{}).Balance(kgo.Message{Key: []byte(k)}, 0, 1)
+		p := kafka.Partition(k, 2)
 		if keys[p] == "" {
 			keys[p] = k
 			found++
@@ -425,7 +418,7 @@ func TestPartialFailure(t *testing.T) {
 	c := connect(t, testOptions(t))
 	defer c.Close()
 	sub := subscribe(t, c, topic, bus.SubscribeOptions{})
-	err = c.Publish(ctx, topic, small, big)
+	err := c.Publish(ctx, topic, small, big)
 	var pe *bus.PublishError
 	if !errors.As(err, &pe) || len(pe.Unconfirmed) != 1 || pe.Unconfirmed[0] != 1 {
 		t.Fatalf("Publish = %v, want a PublishError with message 1 unconfirmed", err)
@@ -464,14 +457,8 @@ func TestRecordMapping(t *testing.T) {
 	}
 	d.Ack(ctx)
 
-	w := &kgo.Writer{Addr: kgo.TCP(brokers(t)...), RequiredAcks: kgo.RequireAll, BatchTimeout: time.Millisecond,
-		// The topic exists; this only makes the writer fetch metadata it lacks.
-		AllowAutoTopicCreation: true}
-	defer w.Close()
 	sent := time.UnixMilli(time.Now().UnixMilli())
-	if err := w.WriteMessages(ctx, kgo.Message{Topic: topic, Value: []byte("foreign"), Time: sent}); err != nil {
-		t.Fatal(err)
-	}
+	produceRaw(t, ctx, &franz.Record{Topic: topic, Value: []byte("foreign"), Timestamp: sent})
 	d = receive(t, sub, 10*time.Second)
 	got = d.Message()
 	if !strings.HasPrefix(got.ID, topic+"/") || !got.PublishedAt.Equal(sent) || got.Attempt != 1 {
@@ -502,17 +489,12 @@ func TestNoTopicCreation(t *testing.T) {
 
 	// A topic created a moment ago by someone else is found.
 	fresh := topicName(t)
-	res, err := admin(t).CreateTopics(ctx, &kgo.CreateTopicsRequest{Topics: []kgo.TopicConfig{
-		{Topic: fresh, NumPartitions: 1, ReplicationFactor: 1},
-		{Topic: kafka.RetryTopic(fresh, bus.DefaultGroup), NumPartitions: 1, ReplicationFactor: 1},
-	}})
+	res, err := adminClient(t).CreateTopics(ctx, 1, 1, nil, fresh, kafka.RetryTopic(fresh, bus.DefaultGroup))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, err := range res.Errors {
-		if err != nil {
-			t.Fatal(err)
-		}
+	if err := res.Error(); err != nil {
+		t.Fatal(err)
 	}
 	sub := subscribe(t, c, fresh, bus.SubscribeOptions{})
 	publish(t, c, fresh, bus.NewMessage([]byte("x")))
@@ -530,10 +512,10 @@ func TestBlockingRetryOtherKeysGoOn(t *testing.T) {
 	sub := subscribe(t, c, topic, bus.SubscribeOptions{Prefetch: 3})
 	// Two keys on one partition of the default three.
 	var keys []string
-	want := (&kgo.Murmur2Balancer{}).Balance(kgo.Message{Key: []byte("key-0")}, 0, 1, 2)
+	want := kafka.Partition("key-0", 3)
 	for i := 0; len(keys) < 2; i++ {
 		k := "key-" + strconv.Itoa(i)
-		if (&kgo.Murmur2Balancer{}).Balance(kgo.Message{Key: []byte(k)}, 0, 1, 2) == want {
+		if kafka.Partition(k, 3) == want {
 			keys = append(keys, k)
 		}
 	}

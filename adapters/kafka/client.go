@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	kgo "github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/protocol"
-	"github.com/segmentio/kafka-go/protocol/metadata"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	franz "github.com/twmb/franz-go/pkg/kgo"
 
@@ -38,18 +36,14 @@ type Client struct {
 	c *conn
 }
 
-// conn is the driver of a Client.
+// conn is the driver of a Client: one franz-go client produces every
+// record (published messages, retries, dead letters) and makes the admin
+// requests; each subscription has a franz-go client of its own, a member
+// of its consumer group (a client joins one group).
 type conn struct {
-	opts   Options
-	addr   net.Addr
-	tr     *kgo.Transport // admin requests and offset commits
-	admin  *kgo.Client
-	dialer *kgo.Dialer   // consumer groups and their readers
-	prod   *franz.Client // every record this client writes
-
-	// ctx ends background work at Close.
-	ctx    context.Context
-	cancel context.CancelFunc
+	opts Options
+	prod *franz.Client
+	adm  *kadm.Client
 
 	mu     sync.Mutex
 	subs   map[*subscription]struct{}
@@ -61,7 +55,12 @@ type topicState struct {
 	ready      chan struct{} // closed when the lookup ends
 	partitions int
 	err        error
+	at         time.Time // when the lookup ended
 }
+
+// topicTTL is how long a topic's partition count is trusted before it is
+// looked up again: partitions may be added to a topic at any time.
+const topicTTL = 30 * time.Second
 
 var (
 	_ bus.Broker          = (*Client)(nil)
@@ -78,44 +77,22 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		return nil, err
 	}
 	opts = opts.withDefaults()
-	mech, _ := opts.SASL.mechanism()
-
-	bg, cancel := context.WithCancel(context.Background())
-	c := &conn{
-		opts:   opts,
-		addr:   kgo.TCP(opts.Brokers...),
-		ctx:    bg,
-		cancel: cancel,
-		subs:   map[*subscription]struct{}{},
-		topics: map[string]*topicState{},
+	c := &conn{opts: opts, subs: map[*subscription]struct{}{}, topics: map[string]*topicState{}}
+	prod, err := franz.NewClient(c.producerOptions()...)
+	if err != nil {
+		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("producer: %w", err)}}
 	}
-	c.tr = c.transport(bg, nil)
-	c.admin = &kgo.Client{Addr: c.addr, Transport: c.tr, Timeout: opts.WriteTimeout}
-	c.dialer = &kgo.Dialer{
-		ClientID:      opts.ClientID,
-		Timeout:       opts.DialTimeout,
-		DualStack:     true,
-		TLS:           opts.TLS,
-		SASLMechanism: mech,
-	}
-
+	c.prod, c.adm = prod, kadm.NewClient(prod)
 	dctx, dcancel := context.WithTimeout(ctx, opts.DialTimeout)
 	defer dcancel()
-	if _, err := c.admin.ApiVersions(dctx, &kgo.ApiVersionsRequest{}); err != nil {
-		c.shutdown(context.Background())
+	if err := prod.Ping(dctx); err != nil {
+		prod.Close()
 		if ctx.Err() != nil {
 			// The caller gave up first; say so as well.
 			return nil, fmt.Errorf("%w: kafka %s: %w", bus.ErrUnreachable, strings.Join(opts.Brokers, ","), ctx.Err())
 		}
 		return nil, c.dialError(err)
 	}
-	// The producer connects when it first has something to send.
-	prod, err := franz.NewClient(c.producerOptions()...)
-	if err != nil {
-		c.shutdown(context.Background())
-		return nil, &bus.ConfigError{Problems: []error{fmt.Errorf("producer: %w", err)}}
-	}
-	c.prod = prod
 	return &Client{Broker: driver.New(c, driver.Options{Logger: opts.Logger, Name: "kafka"}), c: c}, nil
 }
 
@@ -145,27 +122,6 @@ func (c *conn) producerOptions() []franz.Opt {
 		franz.RecordPartitioner(partitioner{}))
 }
 
-// fetchOptions configure the franz-go client that reads one partition of
-// a subscription from start (kgo.FirstOffset: the partition's earliest
-// offset), outside any group: the subscription's kafka-go ConsumerGroup
-// assigns the partitions and the subscription commits their offsets.
-func (c *conn) fetchOptions(topic string, partition int, start int64) []franz.Opt {
-	o := c.opts
-	at := franz.NewOffset().AtStart()
-	if start >= 0 {
-		at = franz.NewOffset().At(start)
-	}
-	limit := int32(min(2*(o.MaxMessageSize+headroom), 1<<30))
-	return append(c.connOptions(),
-		franz.ConsumePartitions(map[string]map[int32]franz.Offset{topic: {int32(partition): at}}),
-		// An offset gone by retention resumes at the earliest one left.
-		franz.ConsumeResetOffset(franz.NewOffset().AtStart()),
-		franz.FetchIsolationLevel(franz.ReadCommitted()),
-		franz.FetchMaxWait(o.FetchMaxWait),
-		franz.FetchMaxBytes(limit),
-		franz.FetchMaxPartitionBytes(limit))
-}
-
 // connOptions are the franz-go options of every connection: brokers,
 // client ID, TLS and SASL.
 func (c *conn) connOptions() []franz.Opt {
@@ -177,12 +133,13 @@ func (c *conn) connOptions() []franz.Opt {
 		// A topic created a moment ago, or a partition whose leader moved,
 		// is looked up again after this pause rather than franz-go's 5s.
 		franz.MetadataMinAge(metadataMinAge),
+		franz.MetadataMaxAge(o.MetadataMaxAge),
 		franz.WithLogger(franzLogger{o.Logger}),
 	}
 	if o.TLS != nil {
 		opts = append(opts, franz.DialTLSConfig(o.TLS))
 	}
-	if m := o.SASL.producerMechanism(); m != nil {
+	if m, _ := o.SASL.mechanism(); m != nil {
 		opts = append(opts, franz.SASL(m))
 	}
 	return opts
@@ -195,19 +152,6 @@ const metadataMinAge = 250 * time.Millisecond
 // deliveryTimeouts is how many WriteTimeouts a record may take to be
 // acknowledged, retries included.
 const deliveryTimeouts = 3
-
-func (c *conn) transport(ctx context.Context, topics []string) *kgo.Transport {
-	mech, _ := c.opts.SASL.mechanism()
-	return &kgo.Transport{
-		Dial:           (&net.Dialer{Timeout: c.opts.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		DialTimeout:    c.opts.DialTimeout,
-		ClientID:       c.opts.ClientID,
-		TLS:            c.opts.TLS,
-		SASL:           mech,
-		MetadataTopics: topics,
-		Context:        ctx,
-	}
-}
 
 // dialError classifies a failure to reach the cluster. Its text names the
 // broker addresses only: credentials never appear in it.
@@ -223,10 +167,7 @@ func (c *conn) dialError(err error) error {
 }
 
 func isAuthError(err error) bool {
-	return errors.Is(err, kgo.SASLAuthenticationFailed) ||
-		errors.Is(err, kgo.UnsupportedSASLMechanism) ||
-		errors.Is(err, kgo.IllegalSASLState) ||
-		errors.Is(err, kerr.SaslAuthenticationFailed) ||
+	return errors.Is(err, kerr.SaslAuthenticationFailed) ||
 		errors.Is(err, kerr.UnsupportedSaslMechanism) ||
 		errors.Is(err, kerr.IllegalSaslState)
 }
@@ -234,11 +175,7 @@ func isAuthError(err error) bool {
 // isForbidden reports an operation that the cluster's ACLs do not allow
 // the client's principal.
 func isForbidden(err error) bool {
-	return errors.Is(err, kgo.TopicAuthorizationFailed) ||
-		errors.Is(err, kgo.GroupAuthorizationFailed) ||
-		errors.Is(err, kgo.ClusterAuthorizationFailed) ||
-		errors.Is(err, kgo.TransactionalIDAuthorizationFailed) ||
-		errors.Is(err, kerr.TopicAuthorizationFailed) ||
+	return errors.Is(err, kerr.TopicAuthorizationFailed) ||
 		errors.Is(err, kerr.GroupAuthorizationFailed) ||
 		errors.Is(err, kerr.ClusterAuthorizationFailed) ||
 		errors.Is(err, kerr.TransactionalIDAuthorizationFailed)
@@ -329,6 +266,14 @@ type topicPartitioner struct {
 	keyed franz.TopicPartitioner // murmur2, masked and modulo, as Kafka's
 }
 
+// Partition returns the partition, of a topic with partitions
+// partitions, that Publish writes a message with a non-empty key to: murmur2 of the
+// key, with the sign bit masked, modulo the partition count, as the Java
+// client and kafka-go's Murmur2Balancer choose.
+func Partition(key string, partitions int) int {
+	return partitioner{}.ForTopic("").Partition(&franz.Record{Key: []byte(key)}, partitions)
+}
+
 // RequiresConsistency: a key keeps its partition even while that
 // partition cannot be written; keyless records go to a writable one.
 func (p topicPartitioner) RequiresConsistency(r *franz.Record) bool { return r.Key != nil }
@@ -417,19 +362,30 @@ func (c *conn) produce(ctx context.Context, topic string, records []*franz.Recor
 // ensureTopic returns the partition count of topic, creating the topic with
 // partitions partitions (0: Options.Partitions) when it is missing and
 // creation is on. Concurrent calls for one topic share one lookup; a
-// failed lookup is forgotten, so the next call tries again.
+// failed lookup is forgotten, so the next call tries again, and a count
+// older than topicTTL is looked up again.
 func (c *conn) ensureTopic(ctx context.Context, topic string, partitions int) (int, error) {
 	c.mu.Lock()
 	ts, ok := c.topics[topic]
+	if ok {
+		select {
+		case <-ts.ready:
+			// The lookup has ended, so its fields may be read.
+			ok = ts.err != nil || time.Since(ts.at) <= topicTTL
+		default:
+		}
+	}
 	if !ok {
 		ts = &topicState{ready: make(chan struct{})}
 		c.topics[topic] = ts
 		c.mu.Unlock()
-		ts.partitions, ts.err = c.lookupTopic(ctx, topic, partitions)
-		ts.err = classify(ts.err)
+		n, err := c.lookupTopic(ctx, topic, partitions)
+		ts.partitions, ts.err, ts.at = n, classify(err), time.Now()
 		if ts.err != nil {
 			c.mu.Lock()
-			delete(c.topics, topic)
+			if c.topics[topic] == ts {
+				delete(c.topics, topic)
+			}
 			c.mu.Unlock()
 		}
 		close(ts.ready)
@@ -448,94 +404,63 @@ func (c *conn) ensureTopic(ctx context.Context, topic string, partitions int) (i
 	}
 }
 
+// partitionsOf returns topic's partition count, 0 when it does not exist.
+func (c *conn) partitionsOf(ctx context.Context, topic string) (int, error) {
+	td, err := c.adm.ListTopics(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("kafka: metadata of %q: %w", topic, err)
+	}
+	d, ok := td[topic]
+	switch {
+	case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
+		return 0, nil
+	case d.Err != nil:
+		return 0, fmt.Errorf("kafka: metadata of %q: %w", topic, d.Err)
+	}
+	return len(d.Partitions), nil
+}
+
 func (c *conn) lookupTopic(ctx context.Context, topic string, partitions int) (int, error) {
-	if n, err := c.cachedPartitions(ctx, topic, false); err != nil || n > 0 {
+	if n, err := c.partitionsOf(ctx, topic); err != nil || n > 0 {
 		return n, err
 	}
 	if c.opts.NoTopicCreation {
-		// The transport's metadata cache may predate the topic.
-		n, err := c.freshPartitions(ctx, topic)
-		if err != nil {
-			return 0, err
-		}
-		if n == 0 {
-			return 0, fmt.Errorf("%w: %q (topic creation is off)", ErrNoTopic, topic)
-		}
-		// Let the shared metadata cache learn the topic.
-		return c.cachedPartitions(ctx, topic, true)
+		return 0, fmt.Errorf("%w: %q (topic creation is off)", ErrNoTopic, topic)
 	}
 	if partitions <= 0 {
 		partitions = c.opts.Partitions
 	}
-	res, err := c.admin.CreateTopics(ctx, &kgo.CreateTopicsRequest{Topics: []kgo.TopicConfig{{
-		Topic:             topic,
-		NumPartitions:     partitions,
-		ReplicationFactor: c.opts.ReplicationFactor,
-	}}})
-	if err != nil {
-		return 0, fmt.Errorf("kafka: create topic %q: %w", topic, err)
+	var configs map[string]*string
+	if c.opts.MinInsyncReplicas > 0 {
+		v := strconv.Itoa(c.opts.MinInsyncReplicas)
+		configs = map[string]*string{"min.insync.replicas": &v}
 	}
-	switch err := res.Errors[topic]; {
+	_, err := c.adm.CreateTopic(ctx, int32(partitions), int16(c.opts.ReplicationFactor), configs, topic)
+	switch {
 	case err == nil:
-		// The transport refreshed its metadata to include the new topic.
-		return c.cachedPartitions(ctx, topic, false)
-	case errors.Is(err, kgo.TopicAlreadyExists):
-		// Created meanwhile elsewhere; asking with auto-creation makes the
-		// transport fetch the metadata it lacks (the topic exists, so
-		// nothing is created).
-		return c.cachedPartitions(ctx, topic, true)
-	default:
-		return 0, fmt.Errorf("kafka: create topic %q: %w", topic, err)
+		return partitions, nil
+	case errors.Is(err, kerr.TopicAlreadyExists):
+		// Created meanwhile elsewhere.
+		return c.partitionsOf(ctx, topic)
 	}
+	return 0, fmt.Errorf("kafka: create topic %q: %w", topic, err)
 }
 
-// cachedPartitions asks the transport's metadata cache for topic. With
-// refresh, a topic missing from the cache is fetched from the cluster.
-// It returns 0 for a topic the cache does not know.
-func (c *conn) cachedPartitions(ctx context.Context, topic string, refresh bool) (int, error) {
-	r, err := c.tr.RoundTrip(ctx, c.addr, &metadata.Request{TopicNames: []string{topic}, AllowAutoTopicCreation: refresh})
-	if err != nil {
-		return 0, fmt.Errorf("kafka: metadata of %q: %w", topic, err)
+// growTopic adds partitions to topic, a retry topic, until it has at
+// least n, so that a key keeps its partition index across the topic and
+// its retries when partitions were added to the topic.
+func (c *conn) growTopic(ctx context.Context, topic string, n int) error {
+	have, err := c.partitionsOf(ctx, topic)
+	if err != nil || have >= n || have == 0 {
+		return err
 	}
-	return partitionsOf(r, topic)
-}
-
-// freshPartitions asks the cluster, bypassing the shared cache, with a
-// transport that lives for this one lookup.
-func (c *conn) freshPartitions(ctx context.Context, topic string) (int, error) {
-	tctx, cancel := context.WithCancel(c.ctx)
-	tr := c.transport(tctx, []string{topic})
-	defer func() {
-		tr.CloseIdleConnections()
-		cancel()
-	}()
-	r, err := tr.RoundTrip(ctx, c.addr, &metadata.Request{TopicNames: []string{topic}})
-	if err != nil {
-		return 0, fmt.Errorf("kafka: metadata of %q: %w", topic, err)
+	if _, err := c.adm.UpdatePartitions(ctx, n, topic); err != nil {
+		return fmt.Errorf("kafka: adding partitions to %q: %w", topic, err)
 	}
-	return partitionsOf(r, topic)
-}
-
-// partitionsOf reads a topic's partition count from a metadata response:
-// 0 when the topic does not exist.
-func partitionsOf(r protocol.Message, topic string) (int, error) {
-	res, ok := r.(*metadata.Response)
-	if !ok {
-		return 0, fmt.Errorf("kafka: metadata of %q: unexpected response %T", topic, r)
-	}
-	for _, t := range res.Topics {
-		if t.Name != topic {
-			continue
-		}
-		if len(t.Partitions) > 0 {
-			return len(t.Partitions), nil
-		}
-		if t.ErrorCode == 0 || kgo.Error(t.ErrorCode) == kgo.UnknownTopicOrPartition {
-			return 0, nil
-		}
-		return 0, fmt.Errorf("kafka: metadata of %q: %w", topic, kgo.Error(t.ErrorCode))
-	}
-	return 0, nil
+	c.mu.Lock()
+	delete(c.topics, topic)
+	c.mu.Unlock()
+	return nil
 }
 
 // Subscribe joins the consumer group of opts.Group on topic; see
@@ -563,21 +488,27 @@ func (c *conn) Subscribe(ctx context.Context, topic string, opts bus.SubscribeOp
 		return nil, &bus.ConfigError{Problems: problems}
 	}
 	s := newSubscription(c, topic, opts)
+	if err := s.start(ctx); err != nil {
+		s.cancel()
+		return nil, err
+	}
 	c.mu.Lock()
 	c.subs[s] = struct{}{}
 	c.mu.Unlock()
-	s.start()
-
+	abandon := func(err error) (driver.Subscription, error) {
+		cctx, cancel := context.WithTimeout(context.Background(), c.opts.WriteTimeout)
+		defer cancel()
+		s.Close(cctx, nil, nil)
+		return nil, err
+	}
 	select {
 	case <-s.joined:
 		return s, nil
 	case err := <-s.fatal:
-		s.Close(ctx, nil, nil)
-		return nil, err
+		return abandon(err)
 	case <-ctx.Done():
 		if err := s.joinError(ctx.Err()); err != nil {
-			s.Close(ctx, nil, nil)
-			return nil, err
+			return abandon(err)
 		}
 		return s, nil
 	}
@@ -609,8 +540,6 @@ func (c *conn) shutdown(ctx context.Context) error {
 			err = fmt.Errorf("kafka: flushing the producer at close: %w", err)
 		}
 	}
-	c.tr.CloseIdleConnections()
-	c.cancel()
 	return err
 }
 

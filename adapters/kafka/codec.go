@@ -6,7 +6,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	kgo "github.com/segmentio/kafka-go"
 	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
@@ -84,7 +83,7 @@ func encodeInto(r *franz.Record, topic string, m *bus.Message, attempt int, due,
 
 // decode turns a fetched record into a message. attempt is the record's
 // HeaderAttempt (0 when absent) and due its HeaderDue (zero when absent).
-func decode(r kgo.Message) (m *bus.Message, attempt int, due time.Time) {
+func decode(r *franz.Record) (m *bus.Message, attempt int, due time.Time) {
 	own := 0
 	for _, h := range r.Headers {
 		switch h.Key {
@@ -123,7 +122,7 @@ func decode(r kgo.Message) (m *bus.Message, attempt int, due time.Time) {
 		m.ID = fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset)
 	}
 	if m.PublishedAt.IsZero() {
-		m.PublishedAt = r.Time
+		m.PublishedAt = r.Timestamp
 	}
 	return m, attempt, due
 }

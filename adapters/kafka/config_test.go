@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	kgo "github.com/segmentio/kafka-go"
-
 	"github.com/omnibus-mq/omnibus/adapters/kafka"
 	"github.com/omnibus-mq/omnibus/bus"
 )
@@ -108,36 +106,15 @@ func TestUnreachable(t *testing.T) {
 	}
 }
 
-// kafka-go's consumer group sends fixed versions of some requests rather
-// than negotiating them; Kafka 4 dropped many old versions (KIP-896). This
-// checks that the broker under test still serves every version the
-// package depends on.
-func TestBrokerServesFixedVersions(t *testing.T) {
-	res, err := admin(t).ApiVersions(context.Background(), &kgo.ApiVersionsRequest{})
-	if err != nil {
-		t.Fatal(err)
+func TestGroupOptions(t *testing.T) {
+	u, _ := url.Parse("kafka://h:9092?rebalance=eager&instance_id=worker-3&min_insync_replicas=2")
+	o, err := kafka.ParseURL(u)
+	if err != nil || o.Rebalance != kafka.RebalanceEager || o.InstanceID != "worker-3" || o.MinInsyncReplicas != 2 {
+		t.Fatalf("ParseURL = %+v, %v", o, err)
 	}
-	served := map[int]kgo.ApiVersionsResponseApiKey{}
-	for _, k := range res.ApiKeys {
-		served[k.ApiKey] = k
-	}
-	for _, need := range []struct {
-		name     string
-		key, min int // versions kafka-go sends: exactly min, or the best of a list starting at min
-	}{
-		{"FindCoordinator (consumer group, fixed v0)", 10, 0},
-		{"JoinGroup (consumer group, v1 or v2)", 11, 2},
-		{"SyncGroup (consumer group, fixed v0)", 14, 0},
-		{"Heartbeat (consumer group, fixed v0)", 12, 0},
-		{"LeaveGroup (consumer group, fixed v0)", 13, 0},
-		{"OffsetFetch (consumer group, fixed v1)", 9, 1},
-		{"ListOffsets (reader, fixed v1)", 2, 1},
-		{"Fetch (reader, v2, v5 or v10)", 1, 10},
-		{"Metadata (consumer group leader, v1 or v6)", 3, 6},
-	} {
-		k, ok := served[need.key]
-		if !ok || need.min < k.MinVersion || need.min > k.MaxVersion {
-			t.Errorf("%s: broker serves v%d-v%d, kafka-go sends v%d", need.name, k.MinVersion, k.MaxVersion, need.min)
-		}
+	err = kafka.Options{Brokers: []string{"h:9092"}, Rebalance: "sometimes", InstanceID: "has/slash", MinInsyncReplicas: -1}.Validate()
+	var ce *bus.ConfigError
+	if !errors.As(err, &ce) || len(ce.Problems) != 3 {
+		t.Fatalf("Validate = %v, want 3 problems", err)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	kgo "github.com/segmentio/kafka-go"
 	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
@@ -29,10 +28,10 @@ type delivery struct {
 	s     *subscription
 	p     *partition
 	e     *entry
-	rec   kgo.Message // as fetched: retries are written from it
+	rec   *franz.Record // as fetched: retries are written from it
 	msg   *bus.Message
 	due   time.Time // a retry is held until then
-	index int       // in partition.held
+	index int       // in subscription.held
 	state int
 }
 
@@ -44,12 +43,13 @@ var (
 func (d *delivery) Message() *bus.Message { return d.msg }
 
 // HandOff marks the delivery handed out, or drops it when its partition
-// went to another member while it waited.
+// is moving to another member: no record of a revoked partition reaches a
+// handler.
 func (d *delivery) HandOff() bool {
 	s, p := d.s, d.p
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p.revoked {
+	if p.revoked || p.draining {
 		return false
 	}
 	d.state = stateOut
@@ -80,21 +80,39 @@ func (d *delivery) Ack(ctx context.Context) error {
 	}
 	d.e.done = true
 	d.finish()
-	d.p.advance(d)
+	d.next()
 	return nil
 }
 
 // finish ends d's time out; callers hold s.mu.
 func (d *delivery) finish() {
-	p := d.p
 	d.state = stateSettled
-	delete(p.out, d)
-	p.trim()
+	delete(d.p.out, d)
+	d.p.trim()
 	select {
-	case p.g.settled <- struct{}{}:
+	case d.s.settled <- struct{}{}:
 	default:
 	}
-	p.signal()
+}
+
+// next lets, with BlockingRetry, the next record of d's key go, or holds
+// again; callers hold s.mu.
+func (d *delivery) next() {
+	if n := d.p.advance(d); n != nil {
+		d.hold(n)
+	}
+}
+
+// hold queues d in the subscription until it is due, and wakes Receive to
+// look; callers hold s.mu.
+func (d *delivery) hold(x *delivery) {
+	s := d.s
+	heap.Push(&s.held, x)
+	x.p.waiting++
+	s.pause(x.p)
+	if s.wake != nil {
+		s.wake()
+	}
 }
 
 // Retry writes the message to the group's retry topic, due after delay
@@ -114,9 +132,8 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, attempts int)
 			// The commit metadata counts attempts, not deliveries.
 			d.e.deliveries--
 		}
-		again := d.again(delay, attempts+1)
 		d.finish()
-		heap.Push(&d.p.held, again)
+		d.hold(d.again(delay, attempts+1))
 		return nil
 	}
 	return d.write(ctx, attempts+1, func() error { return d.retry(ctx, delay, attempts+1) })
@@ -130,7 +147,9 @@ func (d *delivery) DeadLetter(ctx context.Context, topic string, dead *bus.Messa
 
 // write runs a Nack's write and settles the delivery after it. When the
 // write fails, the record stays uncommitted and the subscription delivers
-// it again after a pause, numbered attempt.
+// it again after a pause, numbered attempt. A record waiting to come again
+// does not count against the window: it is held by the subscription, as
+// a retry record waiting to be due is.
 func (d *delivery) write(ctx context.Context, attempt int, w func() error) error {
 	s := d.s
 	s.mu.Lock()
@@ -147,41 +166,20 @@ func (d *delivery) write(ctx context.Context, attempt int, w func() error) error
 	defer s.mu.Unlock()
 	if err != nil {
 		if d.state != stateRevoked && !d.p.revoked {
-			again := d.again(redeliverPause, attempt)
-			d.state = stateSettled
-			delete(d.p.out, d)
-			s.bg.Add(1)
-			go d.redeliver(again)
+			d.finish()
+			d.hold(d.again(redeliverPause, attempt))
 		}
 		return err
 	}
 	d.e.done = true
 	d.finish()
-	d.p.advance(d)
+	d.next()
 	return nil
 }
 
 // redeliverPause is how long a record whose Nack could not be written
 // waits before the subscription delivers it again.
 const redeliverPause = time.Second
-
-// redeliver hands again to Receive once it is due, unless the partition
-// or the subscription ends first.
-func (d *delivery) redeliver(again *delivery) {
-	s := d.s
-	defer s.bg.Done()
-	t := time.NewTimer(time.Until(again.due))
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-s.ctx.Done():
-		return
-	}
-	select {
-	case s.ready <- again:
-	case <-s.ctx.Done():
-	}
-}
 
 // again makes the in-place redelivery of a record.
 func (d *delivery) again(delay time.Duration, attempt int) *delivery {
@@ -205,7 +203,7 @@ func (d *delivery) retry(ctx context.Context, delay time.Duration, attempt int) 
 		case HeaderID:
 			hasID = true
 		}
-		h = append(h, franz.RecordHeader{Key: x.Key, Value: x.Value})
+		h = append(h, x)
 	}
 	if !hasID {
 		// A foreign record keeps the ID it was delivered with.

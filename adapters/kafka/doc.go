@@ -1,7 +1,6 @@
-// Package kafka is omnibus's Kafka backend. It produces and fetches with
-// github.com/twmb/franz-go, and joins consumer groups and commits their
-// offsets with github.com/segmentio/kafka-go. Open it by URL after
-// importing the package,
+// Package kafka is omnibus's Kafka backend, on github.com/twmb/franz-go:
+// producing, consumer groups, fetching, commits and admin requests. Open
+// it by URL after importing the package,
 //
 //	b, err := bus.Open(ctx, "kafka://127.0.0.1:9092?partitions=6")
 //
@@ -74,58 +73,69 @@
 //
 // Receive returns an error other than bus.ErrClosed only for failures
 // that do not pass by themselves (refused credentials or permissions);
-// kafka-go and franz-go retry the rest, and they are logged. Nack waits for the
-// retry or dead letter to be acknowledged like Publish does.
+// franz-go retries the rest, and they are logged. Nack waits for the
+// retry or dead letter to be acknowledged like Publish does; when that
+// write fails, the record is not committed and the subscription delivers
+// it again after a second.
 //
 // # Rebalances and shutdown
 //
-// Group membership is kafka-go's ConsumerGroup, used directly rather than
-// through kafka-go's Reader in group mode: a generation lists the
-// partitions this member owns, and the member controls when it stops
-// reading them, what it commits, and that it commits before it rejoins.
-// The Reader's group mode commits the highest offset it is given, so
-// acknowledgements out of order would skip unprocessed records, and it
-// commits acknowledgements that arrive after a rebalance in the next
-// generation, even for partitions another member owns by then (the
-// coordinator checks a commit's generation, not who owns the partition);
-// nor does a rebalance wait for records in flight. Each partition the
-// member owns is read by a franz-go client of its own, outside any group,
-// from the group's committed offset (or the earliest offset, also when
-// the committed one is gone by retention). When a rebalance
-// takes partitions away, the member stops handing out their records,
-// waits up to Options.DrainTimeout for those in flight to be settled,
-// commits, and only then rejoins; deliveries still unsettled then are
-// given back (their Ack and Nack return ErrRevoked). Commits carry the
-// member's generation, so the coordinator refuses a stale one. Close does
-// the same without waiting: unsettled deliveries are redelivered to the
-// group's next owner of their partition. A member that dies without
-// closing holds its partitions until Options.SessionTimeout passes.
+// Each subscription has one franz-go client, a member of its group: it
+// joins, heartbeats, fetches every partition it is assigned and commits
+// what the subscription tells it to (autocommit is off). The Client's
+// publishing client is shared by all its subscriptions. Rebalances are
+// cooperative by default (the cooperative-sticky assignor, KIP-429): when
+// a member joins or leaves, only the partitions that change owner stop;
+// the others are consumed throughout. Options.Rebalance selects eager
+// rebalancing (the range assignor) for groups that must interoperate with
+// members of eager clients.
+//
+// When a rebalance takes partitions away, the member stops handing out
+// their records, waits up to Options.DrainTimeout for those in flight to
+// be settled, commits, and only then lets the rebalance go on; deliveries
+// still unsettled then fail with ErrRevoked, and no record of a revoked
+// partition reaches a handler afterwards. When the member loses
+// partitions without a rebalance (its session expired), their deliveries
+// fail with ErrRevoked at once. Commits carry the member's generation, so
+// the coordinator refuses a stale one. Close commits what was settled and
+// leaves the group: unsettled deliveries are redelivered to the group's
+// next owner of their partition. A member that dies without closing holds
+// its partitions until Options.SessionTimeout passes. With
+// Options.InstanceID the member is static (KIP-345): one that restarts
+// within SessionTimeout gets its partitions back without a rebalance.
+//
+// A subscription polls its client for as many records as its window has
+// room for. Records that must wait (retries not yet due, and with
+// BlockingRetry records behind an unsettled one of their key) are held
+// by the subscription; a partition with Options.RetryLookahead records
+// waiting is paused, so that its fetches stop without holding back the
+// others.
 //
 // Kafka counts no deliveries, so the commit metadata records how far each
 // partition was handed out; the next owner numbers the redeliveries of
 // those records from 2 (bus.Message.Attempt). Records redelivered after a
 // crash, past the last commit, start at 1 again.
 //
-// # Security
-//
-// Options.TLS and Options.SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) apply
-// to every connection. Passwords appear in no error and no log line; a
-// URL's password is redacted wherever the URL is echoed.
+// Topics, retry topics and dead-letter topics created on first use get
+// Options.Partitions partitions, Options.ReplicationFactor replicas and
+// Options.MinInsyncReplicas. A retry topic with fewer partitions than its
+// topic (partitions were added to the topic) gets more when a
+// subscription starts.
 //
 // # Compatibility
 //
 // The package works with Kafka 2.1 and later, Kafka 4.x included (which
-// dropped many old protocol versions). franz-go negotiates every request's
-// version with the broker; kafka-go's group protocol uses
-// JoinGroup v2, SyncGroup v0, Heartbeat v0, LeaveGroup v0, OffsetFetch v1
-// and FindCoordinator v0, all still served by Kafka 4.1; offsets are
-// committed and fetched with versions negotiated with the broker, which
-// carry the attempt metadata.
+// dropped many old protocol versions): franz-go negotiates every
+// request's version with the broker. Cooperative rebalancing needs every
+// member of a group to support it; static membership needs Kafka 2.3.
 //
 // # Security
 //
-// SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) takes the URL's user and
-// password; tls=true or tls_ca turns on TLS, verified by default. Refused
+// Options.TLS and Options.SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) apply
+// to every connection. Passwords appear in no error and no log line; a
+// URL's password is redacted wherever the URL is echoed. SASL takes the
+// URL's user and password; tls=true or any TLS parameter turns on TLS,
+// verified by default. Refused
 // credentials fail New with bus.ErrAuth, without retrying. A topic or group
 // the cluster's ACLs do not allow the user (TOPIC_AUTHORIZATION_FAILED,
 // GROUP_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED) fails Publish

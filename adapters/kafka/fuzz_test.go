@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	kgo "github.com/segmentio/kafka-go"
 	franz "github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibus-mq/omnibus/bus"
@@ -58,8 +57,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add("omnibus-attempt", []byte("-5"), "omnibus-due", []byte("x"), "omnibus-published-ns", []byte("99999999999999999999"), []byte("k"), []byte("v"))
 	f.Add("", []byte(nil), "omnibus-key", []byte{0xff}, "omnibus-id", []byte(""), []byte(nil), []byte(nil))
 	f.Fuzz(func(t *testing.T, k1 string, v1 []byte, k2 string, v2 []byte, k3 string, v3 []byte, key, value []byte) {
-		r := kgo.Message{Topic: "t", Partition: 1, Offset: 7, Key: key, Value: value, Time: time.Unix(1, 0),
-			Headers: []kgo.Header{{Key: k1, Value: v1}, {Key: k2, Value: v2}, {Key: k3, Value: v3}, {Key: k1, Value: v2}}}
+		r := &franz.Record{Topic: "t", Partition: 1, Offset: 7, Key: key, Value: value, Timestamp: time.Unix(1, 0),
+			Headers: []franz.RecordHeader{{Key: k1, Value: v1}, {Key: k2, Value: v2}, {Key: k3, Value: v3}, {Key: k1, Value: v2}}}
 		m, attempt, _ := decode(r)
 		if m.ID == "" || attempt < 0 || !bytes.Equal(m.Body, value) || m.Key != string(key) {
 			t.Fatalf("decoded %+v, attempt %d, from %+v", m, attempt, r)
@@ -99,12 +98,11 @@ func FuzzRoundTrip(f *testing.F) {
 	})
 }
 
-// fetched is a produced record as a reader fetches it back.
-func fetched(r *franz.Record) kgo.Message {
-	h := make([]kgo.Header, len(r.Headers))
-	for i, x := range r.Headers {
-		h[i] = kgo.Header{Key: x.Key, Value: x.Value}
-	}
-	return kgo.Message{Topic: r.Topic, Partition: int(r.Partition), Offset: r.Offset, Key: r.Key, Value: r.Value,
-		Headers: h, Time: r.Timestamp.Truncate(time.Millisecond)}
+// fetched is a produced record as a consumer fetches it back: a copy,
+// with the timestamp in milliseconds.
+func fetched(r *franz.Record) *franz.Record {
+	c := *r
+	c.Headers = append([]franz.RecordHeader(nil), r.Headers...)
+	c.Timestamp = r.Timestamp.Truncate(time.Millisecond)
+	return &c
 }

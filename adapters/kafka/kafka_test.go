@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	franz "github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/omnibus-mq/omnibus/adapters/kafka"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/bus/bustest"
@@ -82,4 +85,31 @@ func TestConformanceBlockingRetry(t *testing.T) {
 		RedeliveryWait: 6*time.Second + 200*time.Millisecond,
 		TopicPrefix:    "bustest-blocking",
 	})
+}
+
+// adminClient is a franz-go admin client of the brokers under test,
+// closed when the test ends.
+func adminClient(t testing.TB) *kadm.Client {
+	t.Helper()
+	cl, err := franz.NewClient(franz.SeedBrokers(brokers(t)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return kadm.NewClient(cl)
+}
+
+// produceRaw writes records as another Kafka client would: without
+// omnibus's headers, each to the partition its Partition field names.
+func produceRaw(t testing.TB, ctx context.Context, records ...*franz.Record) {
+	t.Helper()
+	cl, err := franz.NewClient(franz.SeedBrokers(brokers(t)...), franz.RequiredAcks(franz.AllISRAcks()),
+		franz.RecordPartitioner(franz.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, records...).FirstErr(); err != nil {
+		t.Fatalf("raw write: %v", err)
+	}
 }

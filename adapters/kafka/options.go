@@ -9,10 +9,6 @@ import (
 	"strings"
 	"time"
 
-	kgo "github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl"
-	"github.com/segmentio/kafka-go/sasl/plain"
-	"github.com/segmentio/kafka-go/sasl/scram"
 	franz "github.com/twmb/franz-go/pkg/kgo"
 	fsasl "github.com/twmb/franz-go/pkg/sasl"
 	fplain "github.com/twmb/franz-go/pkg/sasl/plain"
@@ -64,34 +60,34 @@ func (s SASL) GoString() string { return "kafka.SASL" + s.String() }
 // LogValue keeps slog from printing the password.
 func (s SASL) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
-func (s SASL) mechanism() (sasl.Mechanism, error) {
+// mechanism is the SASL mechanism of every connection: nil without SASL.
+func (s SASL) mechanism() (fsasl.Mechanism, error) {
 	switch strings.ToUpper(s.Mechanism) {
 	case "":
 		return nil, nil
 	case MechanismPlain:
-		return plain.Mechanism{Username: s.Username, Password: s.Password}, nil
+		return fplain.Auth{User: s.Username, Pass: s.Password}.AsMechanism(), nil
 	case MechanismSCRAMSHA256:
-		return scram.Mechanism(scram.SHA256, s.Username, s.Password)
+		return fscram.Auth{User: s.Username, Pass: s.Password}.AsSha256Mechanism(), nil
 	case MechanismSCRAMSHA512:
-		return scram.Mechanism(scram.SHA512, s.Username, s.Password)
+		return fscram.Auth{User: s.Username, Pass: s.Password}.AsSha512Mechanism(), nil
 	}
 	return nil, fmt.Errorf("SASL mechanism %q is not one of %s, %s, %s",
 		s.Mechanism, MechanismPlain, MechanismSCRAMSHA256, MechanismSCRAMSHA512)
 }
 
-// producerMechanism is the producer's SASL mechanism: nil without SASL.
-// Validate has checked the mechanism's name.
-func (s SASL) producerMechanism() fsasl.Mechanism {
-	switch strings.ToUpper(s.Mechanism) {
-	case MechanismPlain:
-		return fplain.Auth{User: s.Username, Pass: s.Password}.AsMechanism()
-	case MechanismSCRAMSHA256:
-		return fscram.Auth{User: s.Username, Pass: s.Password}.AsSha256Mechanism()
-	case MechanismSCRAMSHA512:
-		return fscram.Auth{User: s.Username, Pass: s.Password}.AsSha512Mechanism()
-	}
-	return nil
-}
+// Rebalance protocols of Options.Rebalance.
+const (
+	// RebalanceCooperative moves only the partitions that change owner:
+	// the others keep being consumed through a rebalance (KIP-429, the
+	// cooperative-sticky assignor).
+	RebalanceCooperative = "cooperative"
+	// RebalanceEager stops every member's every partition on each
+	// rebalance and assigns them afresh (the range assignor), as clients
+	// without cooperative rebalancing do; a group mixing both kinds of
+	// members needs every member on eager first.
+	RebalanceEager = "eager"
+)
 
 // Options configure a Client. Only Brokers is required; every other field
 // has the default its comment states.
@@ -113,9 +109,15 @@ type Options struct {
 	// Partitions is the partition count of topics created on first use.
 	// Default 3.
 	Partitions int
-	// ReplicationFactor of topics created on first use. Default -1: the
+	// ReplicationFactor of topics created on first use (the topics
+	// published to, and the retry and dead-letter topics). Default -1: the
 	// broker's default.replication.factor.
 	ReplicationFactor int
+	// MinInsyncReplicas is the min.insync.replicas of topics created on
+	// first use: with acks=all, a write is acknowledged once that many
+	// replicas have it, and refused while fewer are in sync. Default 0:
+	// the broker's setting.
+	MinInsyncReplicas int
 	// NoTopicCreation turns off creating missing topics: Publish and
 	// Subscribe then fail with ErrNoTopic. Retry topics must then be
 	// created by hand too (see RetryTopic). Default false.
@@ -159,9 +161,22 @@ type Options struct {
 	// RebalanceTimeout is how long the coordinator waits for every member
 	// to rejoin during a rebalance. Default 30s.
 	RebalanceTimeout time.Duration
-	// JoinBackoff is the pause before joining again after a failed join.
-	// Default 1s.
+	// JoinBackoff is accepted for compatibility and has no effect:
+	// franz-go backs off between failed joins by itself.
 	JoinBackoff time.Duration
+	// Rebalance is the group's rebalance protocol: RebalanceCooperative
+	// or RebalanceEager. Default RebalanceCooperative.
+	Rebalance string
+	// InstanceID, when set, makes every subscription of the Client a
+	// static member of its group (KIP-345), with group.instance.id
+	// "<InstanceID>-<digest of the group ID>". At most 200 letters,
+	// digits, '.', '_' and '-'. A member that restarts within
+	// SessionTimeout under the same InstanceID gets its partitions back
+	// without a rebalance, and a member that closes does not leave the
+	// group (its partitions wait for it until SessionTimeout passes).
+	// Each process needs an InstanceID of its own. Default "": dynamic
+	// members, which leave the group when they close.
+	InstanceID string
 	// CommitInterval is how often processed offsets are committed. A crash
 	// redelivers at most this much work that was already acknowledged.
 	// Default 1s.
@@ -170,6 +185,11 @@ type Options struct {
 	// waits for their in-flight deliveries to be settled before giving
 	// them back; it must be below RebalanceTimeout. Default 10s.
 	DrainTimeout time.Duration
+	// MetadataMaxAge is how often every client of the Client refreshes
+	// what it knows of the cluster: partitions added to a topic are
+	// produced to and consumed (the group rebalances) at the latest this
+	// long after they appear. Default 30s.
+	MetadataMaxAge time.Duration
 	// FetchMaxWait is the longest a fetch waits for new messages; it also
 	// bounds how long closing a subscription waits for its fetches.
 	// Default 500ms.
@@ -191,9 +211,8 @@ type Options struct {
 	// GroupID maps an omnibus topic and group to a Kafka consumer group
 	// ID. Default DefaultGroupID.
 	GroupID func(topic, group string) string
-	// Logger receives failures this package recovers from, and kafka-go's
-	// error log and franz-go's warnings and errors at debug level.
-	// Default slog.Default().
+	// Logger receives failures this package recovers from, and franz-go's
+	// warnings and errors at debug level. Default slog.Default().
 	Logger *slog.Logger
 }
 
@@ -226,6 +245,7 @@ func (o Options) Validate() error {
 		"SessionTimeout": o.SessionTimeout, "HeartbeatInterval": o.HeartbeatInterval,
 		"RebalanceTimeout": o.RebalanceTimeout, "JoinBackoff": o.JoinBackoff,
 		"CommitInterval": o.CommitInterval, "DrainTimeout": o.DrainTimeout, "FetchMaxWait": o.FetchMaxWait,
+		"MetadataMaxAge": o.MetadataMaxAge,
 	} {
 		if d < 0 {
 			add("%s %v is negative", name, d)
@@ -234,8 +254,19 @@ func (o Options) Validate() error {
 	if o.Partitions < 0 {
 		add("Partitions %d is negative", o.Partitions)
 	}
-	if o.ReplicationFactor < -1 {
-		add("ReplicationFactor %d is below -1", o.ReplicationFactor)
+	if o.ReplicationFactor < -1 || o.ReplicationFactor > 32767 {
+		add("ReplicationFactor %d: want -1 (the broker's default) to 32767", o.ReplicationFactor)
+	}
+	if o.MinInsyncReplicas < 0 {
+		add("MinInsyncReplicas %d is negative", o.MinInsyncReplicas)
+	}
+	if len(o.InstanceID) > 200 || strings.Trim(o.InstanceID, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+		add("InstanceID %q: want at most 200 letters, digits, '.', '_' and '-'", o.InstanceID)
+	}
+	switch o.Rebalance {
+	case "", RebalanceCooperative, RebalanceEager:
+	default:
+		add("Rebalance %q is not %q or %q", o.Rebalance, RebalanceCooperative, RebalanceEager)
 	}
 	if o.MaxMessageSize < 0 {
 		add("MaxMessageSize %d is negative", o.MaxMessageSize)
@@ -295,11 +326,15 @@ func (o Options) withDefaults() Options {
 	def(&o.CommitInterval, time.Second)
 	def(&o.DrainTimeout, 10*time.Second)
 	def(&o.FetchMaxWait, 500*time.Millisecond)
+	def(&o.MetadataMaxAge, 30*time.Second)
 	if o.RetryLookahead == 0 {
 		o.RetryLookahead = 1000
 	}
 	if o.GroupID == nil {
 		o.GroupID = DefaultGroupID
+	}
+	if o.Rebalance == "" {
+		o.Rebalance = RebalanceCooperative
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -341,12 +376,4 @@ func (p franzLogger) Level() franz.LogLevel {
 
 func (p franzLogger) Log(level franz.LogLevel, msg string, keyvals ...any) {
 	p.l.Debug("franz-go: "+msg, append([]any{"component", "franz-go", "level", level.String()}, keyvals...)...)
-}
-
-// errLogger passes kafka-go's error log to slog at debug level: kafka-go
-// reports there what it retries by itself.
-func errLogger(l *slog.Logger) kgo.Logger {
-	return kgo.LoggerFunc(func(format string, args ...any) {
-		l.Debug("kafka-go: "+fmt.Sprintf(format, args...), "component", "kafka-go")
-	})
 }

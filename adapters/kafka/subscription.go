@@ -3,6 +3,8 @@ package kafka
 import (
 	"container/heap"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,69 +14,72 @@ import (
 	"sync"
 	"time"
 
-	kgo "github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/protocol/offsetcommit"
+	"github.com/twmb/franz-go/pkg/kerr"
 	franz "github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
 // A subscription is one member of a Kafka consumer group. It consumes the
-// topic and, unless Options.BlockingRetry is set, the group's retry topic.
-//
-// Group membership is kafka-go's ConsumerGroup: each generation lists the
-// partitions this member owns. Every owned partition has a franz-go client
-// reading it, whose records become deliveries; Receive takes them from
-// any partition and so out of order across partitions. A partition's
-// offset is committed up to its first unsettled record only, so a crash or
-// rebalance redelivers everything not yet settled and never skips a
-// record.
+// topic and, unless Options.BlockingRetry is set, the group's retry topic,
+// with one franz-go client: the client joins the group (cooperative-sticky
+// by default), fetches the partitions it is assigned, and commits what the
+// subscription tells it to. Receive polls it for as many records as the
+// window has room for, from any partition and so out of order across
+// partitions. A partition's offset is committed up to its first unsettled
+// record only, so a crash or rebalance redelivers everything not yet
+// settled and never skips a record.
 type subscription struct {
 	c          *conn
+	cl         *franz.Client
 	topic      string
 	retryTopic string // empty with BlockingRetry
 	groupID    string
 	opts       bus.SubscribeOptions
 	log        *slog.Logger
 
-	ready  chan *delivery // deliveries on their way from partitions to Receive
-	errs   chan error     // the latest lasting failure, for Receive
-	fatal  chan error     // a failure that ends the subscription before it joined
-	joined chan struct{}  // closed when the first generation has started
-	done   chan struct{}  // closed by Close
-
-	ctx    context.Context // ends background work at Close
+	joined chan struct{} // closed at the first assignment
+	fatal  chan error    // a failure that ends the subscription before it joined
+	ctx    context.Context
 	cancel context.CancelFunc
-	bg     sync.WaitGroup // the group loop and reader shutdowns
-
-	closeOnce sync.Once
-	closeErr  error
-	joinOnce  sync.Once
+	bg     sync.WaitGroup // the commit loop and redeliveries
 
 	mu         sync.Mutex
 	closed     bool
-	err        error  // fatal failure: Receive returns it from then on
-	lastErr    error  // latest failure before the first join
-	lastLogged string // report's last logged failure, and when
+	parts      map[topicPartition]*partition
+	held       heldQueue // records waiting to be due, behind their key, or to come again
+	settled    chan struct{}
+	wake       context.CancelFunc // cuts a Receive's poll short
+	err        error              // lasting failure, for Receive
+	lastErr    error              // latest failure before the first join
+	lastLogged string
 	loggedAt   time.Time
+	joinOnce   sync.Once
+	closeOnce  sync.Once
+	closeErr   error
+}
+
+type topicPartition struct {
+	topic string
+	id    int32
 }
 
 func newSubscription(c *conn, topic string, opts bus.SubscribeOptions) *subscription {
-	ctx, cancel := context.WithCancel(c.ctx)
+	ctx, cancel := context.WithCancel(context.Background())
 	s := &subscription{
 		c:       c,
 		topic:   topic,
 		groupID: c.opts.GroupID(topic, opts.Group),
 		opts:    opts,
 		log:     c.opts.Logger.With("topic", topic, "group", opts.Group),
-		ready:   make(chan *delivery),
-		errs:    make(chan error, 1),
-		fatal:   make(chan error, 1),
 		joined:  make(chan struct{}),
-		done:    make(chan struct{}),
+		fatal:   make(chan error, 1),
 		ctx:     ctx,
 		cancel:  cancel,
+		parts:   map[topicPartition]*partition{},
+		settled: make(chan struct{}, 1),
 	}
 	if !c.opts.BlockingRetry {
 		s.retryTopic = RetryTopic(topic, opts.Group)
@@ -82,140 +87,128 @@ func newSubscription(c *conn, topic string, opts bus.SubscribeOptions) *subscrip
 	return s
 }
 
-func (s *subscription) start() {
-	s.bg.Add(1)
-	go s.run()
-}
-
-// run creates the topics, then follows the group from generation to
-// generation until Close.
-func (s *subscription) run() {
-	defer s.bg.Done()
-	topics, err := s.prepareTopics()
-	if err != nil {
-		return
-	}
+// consumerOptions configure the subscription's franz-go client.
+func (s *subscription) consumerOptions() []franz.Opt {
 	o := s.c.opts
-	cg, err := kgo.NewConsumerGroup(kgo.ConsumerGroupConfig{
-		ID:                s.groupID,
-		Brokers:           o.Brokers,
-		Dialer:            s.c.dialer,
-		Topics:            topics,
-		HeartbeatInterval: o.HeartbeatInterval,
-		SessionTimeout:    o.SessionTimeout,
-		RebalanceTimeout:  o.RebalanceTimeout,
-		JoinGroupBackoff:  o.JoinBackoff,
-		// Rebalances when partitions are added, and covers a leader that
-		// saw no metadata for a topic created a moment before.
-		WatchPartitionChanges:  true,
-		PartitionWatchInterval: 5 * time.Second,
-		StartOffset:            kgo.FirstOffset,
-		Timeout:                o.WriteTimeout,
-		ErrorLogger:            errLogger(o.Logger),
-	})
+	topics := []string{s.topic}
+	if s.retryTopic != "" {
+		topics = append(topics, s.retryTopic)
+	}
+	balancer := franz.CooperativeStickyBalancer()
+	if o.Rebalance == RebalanceEager {
+		balancer = franz.RangeBalancer()
+	}
+	limit := int32(min(2*(o.MaxMessageSize+headroom), 1<<30))
+	opts := append(s.c.connOptions(),
+		franz.ConsumerGroup(s.groupID),
+		franz.ConsumeTopics(topics...),
+		franz.Balancers(balancer),
+		franz.DisableAutoCommit(),
+		franz.SessionTimeout(o.SessionTimeout),
+		franz.HeartbeatInterval(o.HeartbeatInterval),
+		franz.RebalanceTimeout(o.RebalanceTimeout),
+		// A group new to a topic, or an offset gone by retention,
+		// starts at the earliest offset.
+		franz.ConsumeResetOffset(franz.NewOffset().AtStart()),
+		franz.FetchIsolationLevel(franz.ReadCommitted()),
+		franz.FetchMaxWait(o.FetchMaxWait),
+		franz.FetchMaxBytes(limit),
+		franz.FetchMaxPartitionBytes(limit),
+		franz.OnPartitionsAssigned(s.assigned),
+		franz.OnOffsetsFetched(s.offsetsFetched),
+		franz.OnPartitionsRevoked(s.revoked),
+		franz.OnPartitionsLost(s.lost),
+		franz.WithHooks(groupErrors{s}),
+	)
+	if o.InstanceID != "" {
+		opts = append(opts, franz.InstanceID(instanceID(o.InstanceID, s.groupID)))
+	}
+	return opts
+}
+
+// instanceID is the group.instance.id of a static member of group: the
+// Client's InstanceID and a digest of the group, since one Client may be
+// a member of several groups and the ID allows only a few characters.
+func instanceID(id, group string) string {
+	sum := sha256.Sum256([]byte(group))
+	return id + "-" + hex.EncodeToString(sum[:8])
+}
+
+// start creates the topics and the consumer client, which joins the
+// group in the background.
+func (s *subscription) start(ctx context.Context) error {
+	if err := s.prepareTopics(ctx); err != nil {
+		return err
+	}
+	cl, err := franz.NewClient(s.consumerOptions()...)
 	if err != nil {
-		s.fail(fmt.Errorf("kafka: consumer group %q: %w", s.groupID, err))
+		return &bus.ConfigError{Problems: []error{fmt.Errorf("consumer: %w", err)}}
+	}
+	s.cl = cl
+	s.bg.Add(1)
+	go s.commitLoop()
+	return nil
+}
+
+// prepareTopics makes sure the topic and the retry topic exist, the retry
+// topic with at least the topic's partition count, so that a key keeps
+// its partition index.
+func (s *subscription) prepareTopics(ctx context.Context) error {
+	n, err := s.c.ensureTopic(ctx, s.topic, 0)
+	if err == nil && s.retryTopic != "" {
+		var rn int
+		rn, err = s.c.ensureTopic(ctx, s.retryTopic, n)
+		if err == nil && rn < n {
+			err = s.c.growTopic(ctx, s.retryTopic, n)
+		}
+	}
+	if err != nil {
+		return classify(err)
+	}
+	return nil
+}
+
+// groupErrors passes the errors that end a group session to report.
+type groupErrors struct{ s *subscription }
+
+func (g groupErrors) OnGroupManageError(err error) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, franz.ErrClientClosed) {
 		return
 	}
-	defer cg.Close()
-	for {
-		gen, err := cg.Next(s.ctx)
-		if err != nil {
-			if s.ctx.Err() != nil || errors.Is(err, kgo.ErrGroupClosed) {
-				return
-			}
-			if s.report(fmt.Errorf("kafka: consumer group %q: %w", s.groupID, err)) {
-				return
-			}
-			continue
-		}
-		s.startGeneration(gen)
-	}
+	g.s.report(fmt.Errorf("kafka: consumer group %q: %w", g.s.groupID, err))
 }
 
-// prepareTopics makes sure the topic and the retry topic exist, retrying
-// while the failure may pass.
-func (s *subscription) prepareTopics() ([]string, error) {
-	pause := 100 * time.Millisecond
-	for {
-		n, err := s.c.ensureTopic(s.ctx, s.topic, 0)
-		if err == nil && s.retryTopic != "" {
-			// Same partition count, so a key keeps to one partition index.
-			_, err = s.c.ensureTopic(s.ctx, s.retryTopic, n)
-		}
-		if err == nil {
-			if s.retryTopic == "" {
-				return []string{s.topic}, nil
-			}
-			return []string{s.topic, s.retryTopic}, nil
-		}
-		if s.ctx.Err() != nil {
-			return nil, err
-		}
-		if s.report(err) {
-			return nil, err
-		}
-		select {
-		case <-time.After(pause):
-		case <-s.ctx.Done():
-			return nil, s.ctx.Err()
-		}
-		pause = min(2*pause, 5*time.Second)
-	}
-}
-
-// report records a background failure. One that cannot pass (refused
-// credentials or permissions, a missing topic) ends a subscription that
-// has not joined yet, and report returns true; after the join Receive
-// returns it. Failures that kafka-go retries by itself are only logged.
-func (s *subscription) report(err error) bool {
+// report records a failure of the group. One that cannot pass (refused
+// credentials or permissions) ends a subscription that has not joined
+// yet; after the join, Receive returns it. franz-go retries the rest by
+// itself; they are logged, one line per distinct failure every 10s.
+func (s *subscription) report(err error) {
 	err = classify(err)
 	s.mu.Lock()
 	joined := s.isJoined()
 	if !joined {
 		s.lastErr = err
 	}
-	s.mu.Unlock()
-	if !joined && !retriable(err) {
-		s.fail(err)
-		return true
+	lasting := !retriable(err)
+	if joined && lasting {
+		s.err = err
 	}
-	s.mu.Lock()
 	quiet := err.Error() == s.lastLogged && time.Since(s.loggedAt) < 10*time.Second
 	if !quiet {
 		s.lastLogged, s.loggedAt = err.Error(), time.Now()
 	}
 	s.mu.Unlock()
+	if !joined && lasting {
+		select {
+		case s.fatal <- err:
+		default:
+		}
+		return
+	}
 	if !quiet {
-		// kafka-go retries a failed join every JoinBackoff; one line per
-		// distinct failure every 10s is enough.
 		s.log.Warn("omnibus/kafka: consumer failure; retrying", "error", err)
 	}
-	if joined && !retriable(err) {
-		select {
-		case <-s.errs:
-		default:
-		}
-		select {
-		case s.errs <- err:
-		default:
-		}
-	}
-	return false
-}
-
-func (s *subscription) fail(err error) {
-	err = classify(err)
-	s.log.Error("omnibus/kafka: subscription failed", "error", err)
-	s.mu.Lock()
-	if s.err == nil {
-		s.err = err
-	}
-	s.mu.Unlock()
-	select {
-	case s.fatal <- err:
-	default:
-	}
+	s.poke()
 }
 
 func (s *subscription) isJoined() bool {
@@ -243,18 +236,8 @@ func (s *subscription) joinError(ctxErr error) error {
 
 // retriable reports failures that may pass by themselves.
 func retriable(err error) bool {
-	if errors.Is(err, ErrNoTopic) || isAuthError(err) || isForbidden(err) {
-		return false
-	}
-	var ke kgo.Error
-	if errors.As(err, &ke) {
-		switch ke {
-		case kgo.RebalanceInProgress, kgo.IllegalGeneration, kgo.UnknownMemberId, kgo.TopicAlreadyExists:
-			return true
-		}
-		return ke.Temporary()
-	}
-	return true
+	return !errors.Is(err, ErrNoTopic) && !isAuthError(err) && !isForbidden(err) &&
+		!errors.Is(err, kerr.GroupMaxSizeReached) && !errors.Is(err, kerr.InvalidSessionTimeout)
 }
 
 func isNetError(err error) bool {
@@ -262,61 +245,449 @@ func isNetError(err error) bool {
 	return errors.As(err, &ne)
 }
 
-// Receive takes up to max deliveries from the partitions, waiting for
-// one. A lasting failure of the group (refused permissions, a missing
-// topic) is returned as driver.Lasting.
-func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery, error) {
-	if err := s.failure(); err != nil {
-		return nil, driver.Lasting(err)
-	}
-	var out []driver.Delivery
-	select {
-	case d := <-s.ready:
-		out = append(out, d)
-	case err := <-s.errs:
-		return nil, driver.Lasting(err)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	for len(out) < max {
-		select {
-		case d := <-s.ready:
-			out = append(out, d)
-		default:
-			return out, nil
+// assigned starts tracking the partitions the group gave this member.
+func (s *subscription) assigned(_ context.Context, _ *franz.Client, assigned map[string][]int32) {
+	s.mu.Lock()
+	for topic, ids := range assigned {
+		for _, id := range ids {
+			tp := topicPartition{topic, id}
+			p := &partition{topic: topic, id: id, retry: topic == s.retryTopic, start: -1, next: -1, delivered: -1,
+				out: map[*delivery]struct{}{}, last: commitPoint{offset: -1}}
+			if s.c.opts.BlockingRetry {
+				p.keys = map[string]*keyLine{}
+			}
+			s.parts[tp] = p
 		}
 	}
-	return out, nil
+	s.mu.Unlock()
+	s.joinOnce.Do(func() { close(s.joined) })
 }
 
-func (s *subscription) failure() error {
+// offsetsFetched reads, from the group's committed offsets, where each
+// newly assigned partition starts and the attempt history in the commit
+// metadata, so that redeliveries keep counting.
+func (s *subscription) offsetsFetched(_ context.Context, _ *franz.Client, res *kmsg.OffsetFetchResponse) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.err
+	found := func(topic string, id int32, offset int64, metadata *string, code int16) {
+		p := s.parts[topicPartition{topic, id}]
+		if p == nil || code != 0 || offset < 0 {
+			return
+		}
+		p.start = offset
+		meta := ""
+		if metadata != nil {
+			meta = *metadata
+		}
+		p.last = commitPoint{offset: offset, meta: meta}
+		p.restore(meta)
+	}
+	for _, t := range res.Topics {
+		for _, r := range t.Partitions {
+			found(t.Topic, r.Partition, r.Offset, r.Metadata, r.ErrorCode)
+		}
+	}
+	for _, g := range res.Groups {
+		for _, t := range g.Topics {
+			for _, r := range t.Partitions {
+				found(t.Topic, r.Partition, r.Offset, r.Metadata, r.ErrorCode)
+			}
+		}
+	}
+	return nil
 }
 
-// Close leaves the group. Unsettled deliveries are not committed, so the
-// partitions' next owners receive them again; their metadata in the final
-// commit tells the next owner that they were delivered once already, so
-// that their Attempt counts on. Deliveries never handed out were not
-// counted as delivered.
-//
-// Leaving takes a last commit and the group's LeaveGroup; when ctx ends
-// first, Close returns ctx's error and they finish in the background.
+// revoked ends this member's hold on partitions the group moves away: it
+// stops handing out their records, waits up to DrainTimeout for those in
+// flight to be settled (not once the subscription is closing), commits
+// what was settled, and only then lets the rebalance go on. Deliveries
+// still unsettled can no longer be settled (ErrRevoked); the partitions'
+// next owners receive them again.
+func (s *subscription) revoked(ctx context.Context, _ *franz.Client, revoked map[string][]int32) {
+	tps := s.partitionsOf(revoked)
+	if len(tps) == 0 {
+		return
+	}
+	s.mu.Lock()
+	for _, p := range tps {
+		p.draining = true
+	}
+	s.mu.Unlock()
+	s.drain(tps)
+	s.mu.Lock()
+	for _, p := range tps {
+		s.revoke(p)
+	}
+	s.mu.Unlock()
+	s.commit(ctx, tps)
+	s.mu.Lock()
+	for _, p := range tps {
+		delete(s.parts, topicPartition{p.topic, p.id})
+	}
+	s.mu.Unlock()
+}
+
+// lost drops partitions the member lost without a rebalance (its session
+// expired): their deliveries fail with ErrRevoked at once, and nothing is
+// committed, since the group has moved on.
+func (s *subscription) lost(_ context.Context, _ *franz.Client, lost map[string][]int32) {
+	tps := s.partitionsOf(lost)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range tps {
+		s.revoke(p)
+		delete(s.parts, topicPartition{p.topic, p.id})
+	}
+	if len(tps) > 0 {
+		s.log.Warn("omnibus/kafka: partitions lost; their deliveries come again elsewhere", "partitions", len(tps))
+	}
+}
+
+func (s *subscription) partitionsOf(m map[string][]int32) []*partition {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*partition
+	for topic, ids := range m {
+		for _, id := range ids {
+			if p := s.parts[topicPartition{topic, id}]; p != nil {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// drain waits until the partitions have no unsettled deliveries, for at
+// most DrainTimeout, and not at all once the subscription is closing.
+func (s *subscription) drain(tps []*partition) {
+	timer := time.NewTimer(s.c.opts.DrainTimeout)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		n := 0
+		for _, p := range tps {
+			n += len(p.out)
+		}
+		closed := s.closed
+		s.mu.Unlock()
+		if n == 0 || closed {
+			return
+		}
+		select {
+		case <-s.settled:
+		case <-timer.C:
+			s.log.Info("omnibus/kafka: rebalance gives back unsettled deliveries", "count", n)
+			return
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// revoke marks p gone: its deliveries out can no longer be settled, and
+// those waiting in the subscription are dropped. Callers hold s.mu.
+func (s *subscription) revoke(p *partition) {
+	p.revoked = true
+	for d := range p.out {
+		if d.state == stateOut {
+			d.state = stateRevoked
+			delete(p.out, d)
+		}
+	}
+	kept := s.held.items[:0]
+	for _, d := range s.held.items {
+		if d.p != p {
+			kept = append(kept, d)
+		}
+	}
+	clear(s.held.items[len(kept):])
+	s.held.items = kept
+	heap.Init(&s.held)
+	p.queued, p.waiting = 0, 0
+	if p.paused {
+		// Paused partitions stay paused in the client, should the
+		// partition come back to this member.
+		p.paused = false
+		s.cl.ResumeFetchPartitions(map[string][]int32{p.topic: {p.id}})
+	}
+}
+
+// commitLoop commits every CommitInterval until Close.
+func (s *subscription) commitLoop() {
+	defer s.bg.Done()
+	tick := time.NewTicker(s.c.opts.CommitInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+			s.mu.Lock()
+			tps := make([]*partition, 0, len(s.parts))
+			for _, p := range s.parts {
+				tps = append(tps, p)
+			}
+			s.mu.Unlock()
+			s.commit(s.ctx, tps)
+		}
+	}
+}
+
+// commit commits each partition's progress that changed since its last
+// commit, with the attempt history in the commit metadata. The client
+// adds the member's generation, so the coordinator refuses a commit of a
+// generation that is over: the partition's next owner starts from the
+// last commit accepted.
+func (s *subscription) commit(ctx context.Context, tps []*partition) {
+	offsets := map[string]map[int32]franz.EpochOffset{}
+	meta := map[topicPartition]string{}
+	sent := map[topicPartition]commitPoint{}
+	s.mu.Lock()
+	for _, p := range tps {
+		cp, ok := p.commitPoint()
+		if !ok || cp == p.last {
+			continue
+		}
+		if offsets[p.topic] == nil {
+			offsets[p.topic] = map[int32]franz.EpochOffset{}
+		}
+		// Epoch -1: unknown, so that no consumer takes the commit for
+		// log truncation after a leader change.
+		offsets[p.topic][p.id] = franz.EpochOffset{Epoch: -1, Offset: cp.offset}
+		tp := topicPartition{p.topic, p.id}
+		meta[tp], sent[tp] = cp.meta, cp
+	}
+	s.mu.Unlock()
+	if len(sent) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.c.opts.WriteTimeout)
+	defer cancel()
+	cctx = franz.PreCommitFnContext(cctx, func(req *kmsg.OffsetCommitRequest) error {
+		for i := range req.Topics {
+			t := &req.Topics[i]
+			for j := range t.Partitions {
+				if m, ok := meta[topicPartition{t.Topic, t.Partitions[j].Partition}]; ok {
+					t.Partitions[j].Metadata = &m
+				}
+			}
+		}
+		return nil
+	})
+	s.cl.CommitOffsetsSync(cctx, offsets, func(_ *franz.Client, _ *kmsg.OffsetCommitRequest, res *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			s.log.Warn("omnibus/kafka: offset commit failed", "error", err)
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, t := range res.Topics {
+			for _, r := range t.Partitions {
+				tp := topicPartition{t.Topic, r.Partition}
+				cp, ok := sent[tp]
+				if !ok {
+					continue
+				}
+				perr := kerr.ErrorForCode(r.ErrorCode)
+				switch {
+				case perr == nil:
+					if p := s.parts[tp]; p != nil {
+						p.last = cp
+					}
+				case errors.Is(perr, kerr.IllegalGeneration), errors.Is(perr, kerr.UnknownMemberID), errors.Is(perr, kerr.RebalanceInProgress):
+					s.log.Debug("omnibus/kafka: commit refused: the generation is over", "partition", r.Partition, "error", perr)
+				default:
+					s.log.Warn("omnibus/kafka: offset commit failed", "partition", r.Partition, "error", perr)
+				}
+			}
+		}
+	})
+}
+
+// poke cuts short a Receive waiting in a poll: a held record may go
+// sooner than the poll's deadline.
+func (s *subscription) poke() {
+	s.mu.Lock()
+	wake := s.wake
+	s.mu.Unlock()
+	if wake != nil {
+		wake()
+	}
+}
+
+// Receive returns up to max deliveries: held records that are due, then
+// records the client fetched. It waits in a poll of the
+// client until one of these is there. A lasting failure of the group
+// (refused permissions) is returned as driver.Lasting.
+func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		out, next := s.due(max)
+		if len(out) > 0 {
+			return out, nil
+		}
+		s.mu.Lock()
+		if err := s.err; err != nil {
+			s.err = nil
+			s.mu.Unlock()
+			return nil, driver.Lasting(err)
+		}
+		var (
+			pctx   context.Context
+			cancel context.CancelFunc
+		)
+		if next.IsZero() {
+			pctx, cancel = context.WithCancel(ctx)
+		} else {
+			pctx, cancel = context.WithDeadline(ctx, next)
+		}
+		s.wake = cancel
+		s.mu.Unlock()
+		fs := s.cl.PollRecords(pctx, max)
+		s.mu.Lock()
+		s.wake = nil
+		s.mu.Unlock()
+		cancel()
+		if fs.IsClientClosed() {
+			return nil, bus.ErrClosed
+		}
+		var failed error
+		fs.EachError(func(_ string, _ int32, err error) {
+			if failed == nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				failed = err
+			}
+		})
+		out = s.accept(fs, max)
+		if len(out) > 0 {
+			return out, nil
+		}
+		if failed != nil {
+			return nil, classify(fmt.Errorf("kafka: fetch: %w", failed))
+		}
+	}
+}
+
+// due takes up to max held records that are due, and says when the next
+// held one is.
+func (s *subscription) due(max int) ([]driver.Delivery, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []driver.Delivery
+	now := time.Now()
+	for s.held.Len() > 0 && len(out) < max {
+		d := s.held.items[0]
+		if d.due.After(now) {
+			break
+		}
+		heap.Pop(&s.held)
+		d.p.waiting--
+		s.resume(d.p)
+		out = append(out, d)
+	}
+	var next time.Time
+	if s.held.Len() > 0 {
+		next = s.held.items[0].due
+	}
+	return out, next
+}
+
+// accept tracks fetched records and returns those that may go at once;
+// the others wait in held: retry records until they are due, and with
+// BlockingRetry the records behind an unsettled one of their key. A
+// partition with RetryLookahead records waiting is paused until some go.
+func (s *subscription) accept(fs franz.Fetches, max int) []driver.Delivery {
+	var out []driver.Delivery
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fs.EachRecord(func(r *franz.Record) {
+		p := s.parts[topicPartition{r.Topic, r.Partition}]
+		if p == nil || p.revoked || p.draining {
+			// Fetched just before the partition moved: its next owner
+			// reads it from the committed offset.
+			return
+		}
+		d := s.track(p, r)
+		switch {
+		case !p.admit(d):
+			p.queued++
+		case d.due.After(now) || len(out) >= max:
+			heap.Push(&s.held, d)
+			p.waiting++
+		default:
+			out = append(out, d)
+		}
+		s.pause(p)
+	})
+	return out
+}
+
+// pause stops fetching p while it has RetryLookahead records waiting;
+// resume restarts it. Callers hold s.mu.
+func (s *subscription) pause(p *partition) {
+	if !p.paused && p.waiting+p.queued >= s.c.opts.RetryLookahead {
+		p.paused = true
+		s.cl.PauseFetchPartitions(map[string][]int32{p.topic: {p.id}})
+	}
+}
+
+func (s *subscription) resume(p *partition) {
+	if p.paused && p.waiting+p.queued < s.c.opts.RetryLookahead {
+		p.paused = false
+		s.cl.ResumeFetchPartitions(map[string][]int32{p.topic: {p.id}})
+	}
+}
+
+// track records a fetched record in its partition and makes its delivery.
+// Callers hold s.mu.
+func (s *subscription) track(p *partition, r *franz.Record) *delivery {
+	m, attempt, due := decode(r)
+	if !p.retry {
+		attempt, due = 1, time.Time{}
+	} else if attempt < 1 {
+		attempt = 1
+	}
+	if p.start < 0 {
+		// A partition new to the group: its first record is where it
+		// started.
+		p.start = r.Offset
+	}
+	e := &entry{offset: r.Offset, deliveries: p.priorDeliveries(r.Offset)}
+	m.Attempt = attempt + e.deliveries
+	p.entries = append(p.entries, e)
+	p.next = r.Offset + 1
+	return &delivery{s: s, p: p, e: e, rec: r, msg: m, due: due, index: -1, state: stateHeld}
+}
+
+// Close commits what was settled and leaves the group. Unsettled
+// deliveries are not committed, so the partitions' next owners receive
+// them again; their metadata in the final commit tells the next owner
+// that they were delivered once already, so that their Attempt counts on.
+// Deliveries never handed out were not counted as delivered. A static
+// member (Options.InstanceID) does not leave: its partitions wait for it
+// until SessionTimeout passes. When ctx ends first, Close returns ctx's
+// error and the client finishes closing in the background.
 func (s *subscription) Close(ctx context.Context, _, _ []driver.Delivery) error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
-		close(s.done)
+		tps := make([]*partition, 0, len(s.parts))
+		for _, p := range s.parts {
+			tps = append(tps, p)
+		}
 		s.mu.Unlock()
-		// Settlements have finished; a redelivery scheduled after a
-		// failed one ends with ctx.
 		s.cancel()
 		left := make(chan struct{})
 		go func() {
+			defer close(left)
 			s.bg.Wait()
+			if s.cl != nil {
+				s.commit(ctx, tps)
+				s.cl.Close()
+			}
 			s.c.forget(s)
-			close(left)
 		}()
 		select {
 		case <-left:
@@ -327,274 +698,28 @@ func (s *subscription) Close(ctx context.Context, _, _ []driver.Delivery) error 
 	return s.closeErr
 }
 
-// generation is this member's share of one consumer group generation.
-type generation struct {
-	s       *subscription
-	kg      *kgo.Generation
-	parts   []*partition
-	settled chan struct{} // signalled when a delivery of the generation settles
-}
-
-// startGeneration reads the committed offsets of the assigned partitions
-// and starts consuming them.
-func (s *subscription) startGeneration(kg *kgo.Generation) {
-	g := &generation{s: s, kg: kg, settled: make(chan struct{}, 1)}
-	want := map[string][]int{}
-	for topic, as := range kg.Assignments {
-		for _, a := range as {
-			want[topic] = append(want[topic], a.ID)
-		}
-	}
-	committed := s.committed(want)
-	for topic, as := range kg.Assignments {
-		for _, a := range as {
-			p := &partition{
-				g:         g,
-				topic:     topic,
-				id:        a.ID,
-				retry:     topic == s.retryTopic,
-				start:     a.Offset,
-				next:      -1,
-				out:       map[*delivery]struct{}{},
-				wake:      make(chan struct{}, 1),
-				delivered: -1,
-			}
-			if s.c.opts.BlockingRetry {
-				p.keys = map[string]*keyLine{}
-			}
-			p.last = commitPoint{offset: -1}
-			if c, ok := committed[topic][a.ID]; ok && c.CommittedOffset >= 0 {
-				p.start = c.CommittedOffset
-				p.last = commitPoint{offset: c.CommittedOffset, meta: c.Metadata}
-				p.restore(c.Metadata)
-			}
-			if p.start < 0 {
-				p.start = kgo.FirstOffset
-			}
-			g.parts = append(g.parts, p)
-		}
-	}
-	kg.Start(g.run)
-	s.joinOnce.Do(func() { close(s.joined) })
-}
-
-// committed fetches the committed offsets and their metadata. On failure
-// the generation's own offsets serve, without attempt history.
-func (s *subscription) committed(want map[string][]int) map[string]map[int]kgo.OffsetFetchPartition {
-	out := map[string]map[int]kgo.OffsetFetchPartition{}
-	if len(want) == 0 {
-		return out
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.c.opts.WriteTimeout)
-	defer cancel()
-	res, err := s.c.admin.OffsetFetch(ctx, &kgo.OffsetFetchRequest{GroupID: s.groupID, Topics: want})
-	if err == nil && res.Error != nil {
-		err = res.Error
-	}
-	if err != nil {
-		s.log.Warn("omnibus/kafka: fetching committed offsets failed; attempt counts restart", "error", err)
-		return out
-	}
-	for topic, ps := range res.Topics {
-		out[topic] = map[int]kgo.OffsetFetchPartition{}
-		for _, p := range ps {
-			if p.Error == nil {
-				out[topic][p.Partition] = p
-			}
-		}
-	}
-	return out
-}
-
-// run consumes the generation's partitions and commits their progress
-// until the generation ends (a rebalance, a lost session, or Close). Then
-// it stops the partitions, waits up to DrainTimeout for in-flight
-// deliveries to be settled (not on Close), gives back the rest, and makes
-// a last commit while the generation is still valid.
-func (g *generation) run(ctx context.Context) {
-	s := g.s
-	pctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for _, p := range g.parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.run(pctx)
-		}()
-	}
-	tick := time.NewTicker(s.c.opts.CommitInterval)
-	for running := true; running; {
-		select {
-		case <-ctx.Done():
-			running = false
-		case <-tick.C:
-			g.commit()
-		}
-	}
-	tick.Stop()
-	stop()
-	wg.Wait()
-	g.drain()
-	g.revoke()
-	g.commit()
-}
-
-// drain waits until the generation has no unsettled deliveries, for at
-// most DrainTimeout, and not at all once the subscription is closing.
-func (g *generation) drain() {
-	s := g.s
-	timer := time.NewTimer(s.c.opts.DrainTimeout)
-	defer timer.Stop()
-	for {
-		s.mu.Lock()
-		n := 0
-		for _, p := range g.parts {
-			n += len(p.out)
-		}
-		closed := s.closed
-		s.mu.Unlock()
-		if n == 0 || closed {
-			return
-		}
-		select {
-		case <-g.settled:
-		case <-timer.C:
-			s.log.Info("omnibus/kafka: rebalance gives back unsettled deliveries", "count", n)
-			return
-		case <-s.done:
-			return
-		}
-	}
-}
-
-// revoke ends the generation's hold on its partitions: deliveries still
-// out can no longer be settled, and those waiting to be handed out are
-// dropped (see HandOff).
-func (g *generation) revoke() {
-	s := g.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, p := range g.parts {
-		p.revoked = true
-		for d := range p.out {
-			if d.state == stateOut {
-				d.state = stateRevoked
-				delete(p.out, d)
-			}
-		}
-	}
-}
-
-// commit commits each partition's progress that changed since its last
-// commit. A commit refused because the generation is over is dropped: the
-// partition's next owner starts from the last accepted commit.
-//
-// The request is built here rather than with kafka-go's Client.OffsetCommit,
-// which sends a committed leader epoch of 0 instead of -1 (unknown): Java
-// consumers validating such an offset after a leader change would take it
-// for log truncation.
-func (g *generation) commit() {
-	s := g.s
-	var topics []offsetcommit.RequestTopic
-	index := map[string]int{}
-	sent := map[*partition]commitPoint{}
-	s.mu.Lock()
-	for _, p := range g.parts {
-		cp, ok := p.commitPoint()
-		if !ok || cp == p.last {
-			continue
-		}
-		i, ok := index[p.topic]
-		if !ok {
-			i = len(topics)
-			index[p.topic] = i
-			topics = append(topics, offsetcommit.RequestTopic{Name: p.topic})
-		}
-		topics[i].Partitions = append(topics[i].Partitions, offsetcommit.RequestPartition{
-			PartitionIndex:       int32(p.id),
-			CommittedOffset:      cp.offset,
-			CommittedLeaderEpoch: -1,
-			CommittedMetadata:    cp.meta,
-			CommitTimestamp:      time.Now().UnixMilli(),
-		})
-		sent[p] = cp
-	}
-	s.mu.Unlock()
-	if len(sent) == 0 {
-		return
-	}
-	// Not s.ctx: the last commit runs after Close has cancelled it.
-	ctx, cancel := context.WithTimeout(context.Background(), s.c.opts.WriteTimeout)
-	defer cancel()
-	m, err := s.c.tr.RoundTrip(ctx, s.c.addr, &offsetcommit.Request{
-		GroupID:      s.groupID,
-		GenerationID: g.kg.ID,
-		MemberID:     g.kg.MemberID,
-		// Only versions 2 to 4 carry it; -1 keeps the broker's retention.
-		RetentionTimeMs: -1,
-		Topics:          topics,
-	})
-	res, ok := m.(*offsetcommit.Response)
-	if err == nil && !ok {
-		err = fmt.Errorf("unexpected response %T", m)
-	}
-	if err != nil {
-		s.log.Warn("omnibus/kafka: offset commit failed", "error", err)
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, p := range g.parts {
-		cp, ok := sent[p]
-		if !ok {
-			continue
-		}
-		var perr error = errors.New("no answer for the partition")
-		for _, t := range res.Topics {
-			for _, r := range t.Partitions {
-				if t.Name == p.topic && int(r.PartitionIndex) == p.id {
-					perr = nil
-					if r.ErrorCode != 0 {
-						perr = kgo.Error(r.ErrorCode)
-					}
-				}
-			}
-		}
-		switch {
-		case perr == nil:
-			p.last = cp
-		case errors.Is(perr, kgo.IllegalGeneration), errors.Is(perr, kgo.UnknownMemberId), errors.Is(perr, kgo.RebalanceInProgress):
-			s.log.Debug("omnibus/kafka: commit refused: the generation is over", "partition", p.id, "error", perr)
-		default:
-			s.log.Warn("omnibus/kafka: offset commit failed", "partition", p.id, "error", perr)
-		}
-	}
-}
-
-// partition is one assigned partition of one generation. Its fields are
-// guarded by subscription.mu unless noted.
+// partition is one assigned partition. Its fields are guarded by
+// subscription.mu.
 type partition struct {
-	g     *generation
 	topic string
-	id    int
+	id    int32
 	retry bool // a retry-topic partition: records wait until due
 
-	// Set before the partition starts, read-only after.
-	start    int64 // first offset to read: committed, or kgo.FirstOffset
+	start    int64 // first offset read: committed, or the first fetched; -1 before
 	prevOut  int64 // from the commit metadata: offsets below were delivered before
 	prevHead int   // from the commit metadata: deliveries of the record at start
 
 	entries   []*entry               // fetched records not yet committed, in offset order
 	next      int64                  // offset after the last fetched record; -1 before any
 	delivered int64                  // offset after the last record handed out; -1 before any
-	held      heldQueue              // records free to be handed out (once due)
 	keys      map[string]*keyLine    // BlockingRetry: keys with an unsettled record
 	queued    int                    // BlockingRetry: records waiting in keys
+	waiting   int                    // records waiting in the subscription's held queue
 	out       map[*delivery]struct{} // handed out and unsettled
+	paused    bool
+	draining  bool // being revoked: no more records go out
 	revoked   bool
 	last      commitPoint // last accepted commit
-
-	wake chan struct{} // the partition's loop has something new to look at
 }
 
 // keyLine holds, with BlockingRetry, the records of a key that wait for
@@ -603,41 +728,41 @@ type keyLine struct {
 	queue []*delivery
 }
 
-// admit makes a fetched record available. With BlockingRetry a keyed
-// record waits while an earlier record of its key is unsettled.
-func (p *partition) admit(d *delivery) {
-	if p.keys != nil && len(d.rec.Key) > 0 {
-		k := string(d.rec.Key)
-		if kl := p.keys[k]; kl != nil {
-			kl.queue = append(kl.queue, d)
-			p.queued++
-			return
-		}
-		p.keys[k] = &keyLine{}
+// admit reports whether a fetched record may go; with BlockingRetry a
+// keyed record waits while an earlier record of its key is unsettled.
+func (p *partition) admit(d *delivery) bool {
+	if p.keys == nil || len(d.rec.Key) == 0 {
+		return true
 	}
-	heap.Push(&p.held, d)
+	k := string(d.rec.Key)
+	if kl := p.keys[k]; kl != nil {
+		kl.queue = append(kl.queue, d)
+		return false
+	}
+	p.keys[k] = &keyLine{}
+	return true
 }
 
-// advance frees, with BlockingRetry, the next record of a settled
-// record's key.
-func (p *partition) advance(d *delivery) {
+// advance returns, with BlockingRetry, the next record of a settled
+// record's key, now free to go.
+func (p *partition) advance(d *delivery) *delivery {
 	if p.keys == nil || len(d.rec.Key) == 0 {
-		return
+		return nil
 	}
 	k := string(d.rec.Key)
 	kl := p.keys[k]
 	if kl == nil {
-		return
+		return nil
 	}
 	if len(kl.queue) == 0 {
 		delete(p.keys, k)
-		return
+		return nil
 	}
 	next := kl.queue[0]
 	kl.queue[0] = nil
 	kl.queue = kl.queue[1:]
 	p.queued--
-	heap.Push(&p.held, next)
+	return next
 }
 
 // entry is one fetched record's place in its partition.
@@ -730,172 +855,7 @@ func (p *partition) priorDeliveries(offset int64) int {
 	return n
 }
 
-// run reads the partition and hands its records to Receive in order (a
-// retry partition: in order of due time) until ctx ends.
-func (p *partition) run(ctx context.Context) {
-	s := p.g.s
-	o := s.c.opts
-	// A topic partition without BlockingRetry hands its records out in
-	// offset order as they come: the pump passes them straight to Receive.
-	// Otherwise they go through the loop below, which holds them back.
-	direct := !p.retry && p.keys == nil
-	fetched := make(chan *delivery)
-	if direct {
-		fetched = s.ready
-	}
-	pumped := make(chan struct{})
-	r, err := franz.NewClient(s.c.fetchOptions(p.topic, p.id, p.start)...)
-	if err != nil {
-		s.log.Error("omnibus/kafka: cannot start reading", "partition", p.id, "error", err)
-		close(pumped)
-	} else {
-		go p.pump(ctx, r, fetched, pumped)
-	}
-	defer func() {
-		<-pumped
-		if r == nil {
-			return
-		}
-		// Closing waits for the fetch in flight; the next generation
-		// need not.
-		s.bg.Add(1)
-		go func() {
-			defer s.bg.Done()
-			r.Close()
-		}()
-	}()
-	if direct {
-		<-ctx.Done()
-		return
-	}
-
-	// Read ahead to find what may go while earlier records wait.
-	lookahead := o.RetryLookahead
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		timer.Stop()
-		s.mu.Lock()
-		room := p.held.Len()+p.queued < lookahead
-		var head *delivery
-		if p.held.Len() > 0 {
-			head = p.held.items[0]
-		}
-		s.mu.Unlock()
-
-		var in <-chan *delivery
-		if room {
-			in = fetched
-		}
-		var out chan<- *delivery
-		var due <-chan time.Time
-		if head != nil {
-			if wait := time.Until(head.due); wait > 0 {
-				timer.Reset(wait)
-				due = timer.C
-			} else {
-				out = s.ready
-			}
-		}
-		select {
-		case d := <-in:
-			s.mu.Lock()
-			p.admit(d)
-			s.mu.Unlock()
-		case out <- head:
-			s.mu.Lock()
-			heap.Remove(&p.held, head.index)
-			s.mu.Unlock()
-		case <-due:
-		case <-p.wake:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// pump fetches records, tracks them, and passes them to the partition's
-// loop. franz-go retries failed fetches by itself; what it reports is
-// logged here.
-func (p *partition) pump(ctx context.Context, r *franz.Client, out chan<- *delivery, done chan<- struct{}) {
-	defer close(done)
-	s := p.g.s
-	pause := 100 * time.Millisecond
-	for {
-		fs := r.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		var failed error
-		fs.EachError(func(_ string, _ int32, err error) {
-			if failed == nil {
-				failed = err
-			}
-		})
-		if failed != nil && fs.NumRecords() == 0 {
-			s.log.Warn("omnibus/kafka: fetch failed; retrying", "partition", p.id, "error", failed)
-			select {
-			case <-time.After(pause):
-			case <-ctx.Done():
-				return
-			}
-			pause = min(2*pause, 5*time.Second)
-			continue
-		}
-		pause = 100 * time.Millisecond
-		for it := fs.RecordIter(); !it.Done(); {
-			d := p.track(fetchedMessage(it.Next()))
-			select {
-			case out <- d:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}
-}
-
-// fetchedMessage is a fetched record in the form deliveries keep.
-func fetchedMessage(r *franz.Record) kgo.Message {
-	var h []kgo.Header
-	if len(r.Headers) > 0 {
-		h = make([]kgo.Header, len(r.Headers))
-		for i, x := range r.Headers {
-			h[i] = kgo.Header{Key: x.Key, Value: x.Value}
-		}
-	}
-	return kgo.Message{Topic: r.Topic, Partition: int(r.Partition), Offset: r.Offset,
-		Key: r.Key, Value: r.Value, Headers: h, Time: r.Timestamp}
-}
-
-// track records a fetched record in the partition and makes its delivery.
-func (p *partition) track(rec kgo.Message) *delivery {
-	s := p.g.s
-	m, attempt, due := decode(rec)
-	if !p.retry {
-		attempt, due = 1, time.Time{}
-	} else if attempt < 1 {
-		attempt = 1
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := &entry{offset: rec.Offset, deliveries: p.priorDeliveries(rec.Offset)}
-	m.Attempt = attempt + e.deliveries
-	p.entries = append(p.entries, e)
-	p.next = rec.Offset + 1
-	return &delivery{s: s, p: p, e: e, rec: rec, msg: m, due: due, index: -1, state: stateHeld}
-}
-
-func (p *partition) signal() {
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-}
-
-// heldQueue orders the deliveries a partition may hand out by due time,
-// then offset. Records of a topic are due at once, so they go in offset
-// order; with BlockingRetry a key has one record here at a time, so a
-// record waiting for its retry delay holds back none of another key.
+// heldQueue orders the records waiting to go by due time, then offset.
 type heldQueue struct {
 	items []*delivery
 }
@@ -905,6 +865,9 @@ func (q *heldQueue) Less(i, j int) bool {
 	a, b := q.items[i], q.items[j]
 	if !a.due.Equal(b.due) {
 		return a.due.Before(b.due)
+	}
+	if a.p != b.p {
+		return a.p.id < b.p.id
 	}
 	return a.e.offset < b.e.offset
 }

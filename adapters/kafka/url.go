@@ -32,6 +32,9 @@ import (
 //	                    credentials are the URL's user and password
 //	partitions          Options.Partitions
 //	replication_factor  Options.ReplicationFactor
+//	min_insync_replicas Options.MinInsyncReplicas
+//	rebalance           Options.Rebalance: cooperative or eager
+//	instance_id         Options.InstanceID (static membership)
 //	create_topics       false: Options.NoTopicCreation
 //	max_message_size    Options.MaxMessageSize
 //	batch_timeout       Options.BatchTimeout
@@ -45,6 +48,7 @@ import (
 //	commit_interval     Options.CommitInterval
 //	drain_timeout       Options.DrainTimeout
 //	fetch_max_wait      Options.FetchMaxWait
+//	metadata_max_age    Options.MetadataMaxAge
 //	retry_lookahead     Options.RetryLookahead
 //	blocking_retry      Options.BlockingRetry
 const Scheme = "kafka"
@@ -97,6 +101,9 @@ func ParseURL(u *url.URL) (Options, error) {
 	p.String(&mechanism, "sasl")
 	p.Int(&o.Partitions, "partitions", 1)
 	p.Int(&o.ReplicationFactor, "replication_factor", -1)
+	p.Int(&o.MinInsyncReplicas, "min_insync_replicas", 1)
+	p.String(&o.Rebalance, "rebalance")
+	p.String(&o.InstanceID, "instance_id")
 	create := true
 	p.Bool(&create, "create_topics")
 	o.NoTopicCreation = !create
@@ -112,6 +119,7 @@ func ParseURL(u *url.URL) (Options, error) {
 	p.Duration(&o.CommitInterval, "commit_interval")
 	p.Duration(&o.DrainTimeout, "drain_timeout")
 	p.Duration(&o.FetchMaxWait, "fetch_max_wait")
+	p.Duration(&o.MetadataMaxAge, "metadata_max_age")
 	p.Int(&o.RetryLookahead, "retry_lookahead", 1)
 	p.Bool(&o.BlockingRetry, "blocking_retry")
 
