@@ -276,10 +276,9 @@ func kafkaAddrs(u *url.URL) []string {
 func probeKafka(ctx context.Context, u *url.URL, info *BrokerInfo) {
 	info.Product = "Apache Kafka"
 	info.Client = Client{Adapter: "adapters/kafka", OmnibusVersion: info.Client.OmnibusVersion,
-		// The adapter produces and fetches with franz-go, and joins groups
-		// and commits with kafka-go.
-		Library:        "github.com/twmb/franz-go " + ModuleVersion("github.com/twmb/franz-go") + " (producer, fetches) and github.com/segmentio/kafka-go",
-		LibraryVersion: ModuleVersion("github.com/segmentio/kafka-go") + " (consumer groups, commits)"}
+		// The adapter does everything with franz-go.
+		Library:        "github.com/twmb/franz-go",
+		LibraryVersion: ModuleVersion("github.com/twmb/franz-go")}
 	q := u.Query()
 	set := map[string]string{"acks": "all (set by the adapter)", "batch_timeout": "1ms (adapter default, the producer's linger)",
 		"idempotence": "on (adapter default)", "compression": "snappy (adapter default)"}
