@@ -432,10 +432,12 @@ func childSpec(e *Env, topic string, work time.Duration) ChildSpec {
 }
 
 // ConsumerKill: while publishers run, consumer process A works on the
-// messages (10-20ms each, 4 at a time) and is SIGKILLed once it has finished
-// a quarter of them, with work in flight (asserted) and unacknowledged; process B
-// starts then and must process everything A did not, A's unacknowledged
-// messages included.
+// messages (50-100ms each, 4 at a time) and is SIGKILLed once it has
+// finished a quarter of them, with work in flight (asserted) and
+// unacknowledged; process B (10-20ms a message) starts then and must
+// process everything A did not, A's unacknowledged messages included. A's
+// handlers are slow so that the kill lands before the ones running
+// finish, even on a loaded machine.
 func ConsumerKill(ctx context.Context, e *Env) (Result, error) {
 	l := NewLedger()
 	topic := topicName("sigkill")
@@ -445,7 +447,9 @@ func ConsumerKill(ctx context.Context, e *Env) (Result, error) {
 	}
 	defer closePub()
 	spec := childSpec(e, topic, 20*time.Millisecond)
-	a, err := startChild(e.ChildArgs, spec, "A", l)
+	slow := spec
+	slow.Work = 100 * time.Millisecond
+	a, err := startChild(e.ChildArgs, slow, "A", l)
 	if err != nil {
 		return l.Result(), err
 	}
