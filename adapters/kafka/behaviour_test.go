@@ -398,7 +398,7 @@ func TestPartialFailure(t *testing.T) {
 	// The topic refuses records over 2000 bytes; the client's own limit is
 	// larger, so the broker is the one to refuse.
 	limit := "2000"
-	if _, err := adminClient(t).CreateTopic(ctx, 2, 1, map[string]*string{"max.message.bytes": &limit}, topic); err != nil {
+	if _, err := adminClient(t).CreateTopic(ctx, 2, -1, map[string]*string{"max.message.bytes": &limit}, topic); err != nil {
 		t.Fatal(err)
 	}
 	// Two keys on different partitions.
@@ -489,7 +489,7 @@ func TestNoTopicCreation(t *testing.T) {
 
 	// A topic created a moment ago by someone else is found.
 	fresh := topicName(t)
-	res, err := adminClient(t).CreateTopics(ctx, 1, 1, nil, fresh, kafka.RetryTopic(fresh, bus.DefaultGroup))
+	res, err := adminClient(t).CreateTopics(ctx, 1, -1, nil, fresh, kafka.RetryTopic(fresh, bus.DefaultGroup))
 	if err != nil {
 		t.Fatal(err)
 	}

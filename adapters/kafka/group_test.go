@@ -63,7 +63,7 @@ func TestCooperativeRebalanceKeepsUnmovedPartitions(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			topic := topicName(t)
-			if _, err := adminClient(t).CreateTopic(ctx, 2, 1, nil, topic); err != nil {
+			if _, err := adminClient(t).CreateTopic(ctx, 2, -1, nil, topic); err != nil {
 				t.Fatal(err)
 			}
 			a := connect(t, opts)
@@ -142,7 +142,7 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	topic := topicName(t)
-	if _, err := adminClient(t).CreateTopic(ctx, 6, 1, nil, topic); err != nil {
+	if _, err := adminClient(t).CreateTopic(ctx, 6, -1, nil, topic); err != nil {
 		t.Fatal(err)
 	}
 	pub := connect(t, opts)
@@ -233,7 +233,7 @@ func TestStaticMemberRestartsWithoutRebalance(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	topic := topicName(t)
-	if _, err := adminClient(t).CreateTopic(ctx, 2, 1, nil, topic); err != nil {
+	if _, err := adminClient(t).CreateTopic(ctx, 2, -1, nil, topic); err != nil {
 		t.Fatal(err)
 	}
 	static := func(id string) kafka.Options {
@@ -287,7 +287,7 @@ func TestAddedPartitionsAreConsumed(t *testing.T) {
 	defer cancel()
 	topic := topicName(t)
 	adm := adminClient(t)
-	if _, err := adm.CreateTopic(ctx, 1, 1, nil, topic); err != nil {
+	if _, err := adm.CreateTopic(ctx, 1, -1, nil, topic); err != nil {
 		t.Fatal(err)
 	}
 	c := connect(t, opts)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +107,9 @@ func env(key, def string) string {
 // test under CI and skips it elsewhere.
 func require(t testing.TB, broker, envVar string, addrs []string, ci bool) {
 	t.Helper()
+	if err := CheckRoutes(addrs...); err != nil {
+		t.Fatalf("brokertest: %s (%s): %v", broker, envVar, err)
+	}
 	var errs []error
 	for _, addr := range addrs {
 		conn, err := net.DialTimeout("tcp", addr, DialTimeout)
@@ -163,4 +167,33 @@ func splitAddrs(list string) ([]string, error) {
 		return nil, fmt.Errorf("%q lists no address", list)
 	}
 	return addrs, nil
+}
+
+// CheckRoutes returns an error unless every address in 10.0.0.0/8 among
+// addrs (host:port) is reached over a veth of scripts/clusters ("omb-..."),
+// on a directly connected subnet: such addresses live only inside the
+// network namespaces of scripts/clusters, and from any other network stack
+// (the host's) a packet to them would leave the machine by the default
+// route. Other addresses are not checked.
+func CheckRoutes(addrs ...string) error {
+	_, private, _ := net.ParseCIDR("10.0.0.0/8")
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			host = a
+		}
+		ip := net.ParseIP(host)
+		if ip == nil || !private.Contains(ip) {
+			continue
+		}
+		out, err := exec.Command("ip", "route", "get", ip.String()).CombinedOutput()
+		route := strings.TrimSpace(string(out))
+		if err != nil {
+			return fmt.Errorf("no route to %s (%v: %s): run the test inside the client namespace (scripts/clusters exec)", ip, err, route)
+		}
+		if !strings.Contains(route, " dev omb-") || strings.Contains(route, " via ") {
+			return fmt.Errorf("%s would be reached by %q, not over a scripts/clusters veth: refusing to send traffic off this machine; run the test inside the client namespace (scripts/clusters exec)", ip, route)
+		}
+	}
+	return nil
 }

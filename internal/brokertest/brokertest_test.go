@@ -3,6 +3,7 @@ package brokertest
 import (
 	"fmt"
 	"net"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -109,4 +110,23 @@ func TestName(t *testing.T) {
 			t.Errorf("Name = %q, want it to match %s", a, valid)
 		}
 	})
+}
+
+// An address of the clusters' subnet is refused from a network stack that
+// would route it anywhere but over a scripts/clusters veth: here, the
+// host's (or a test namespace's) default route.
+func TestCheckRoutesRefusesTheDefaultRoute(t *testing.T) {
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("no ip command")
+	}
+	if err := CheckRoutes("127.0.0.1:9092", "localhost:6379"); err != nil {
+		t.Fatalf("loopback refused: %v", err)
+	}
+	out, _ := exec.Command("ip", "route", "get", "10.77.0.11").CombinedOutput()
+	if strings.Contains(string(out), " dev omb-") {
+		t.Skip("this test runs inside the clusters' client namespace")
+	}
+	if err := CheckRoutes("127.0.0.1:9092", "10.77.0.11:9092"); err == nil {
+		t.Fatalf("10.77.0.11 accepted by route %q", out)
+	}
 }

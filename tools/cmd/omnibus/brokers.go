@@ -54,7 +54,7 @@ func targets(args []string) ([]bench.Target, error) {
 		ts = append(ts, t)
 	}
 	for _, a := range args {
-		for _, a := range strings.Split(a, ",") {
+		for _, a := range splitTargets(a) {
 			a = strings.TrimSpace(a)
 			switch {
 			case a == "":
@@ -89,6 +89,24 @@ func targets(args []string) ([]bench.Target, error) {
 		}
 	}
 	return ts, nil
+}
+
+// splitTargets splits a comma-separated list of broker names and URLs. A
+// URL may hold commas itself (kafka://h1:9092,h2:9092): a piece that is
+// neither a name nor a URL belongs to the URL before it.
+func splitTargets(list string) []string {
+	var out []string
+	for _, p := range strings.Split(list, ",") {
+		t := strings.TrimSpace(p)
+		known := t == "all" || strings.Contains(t, "://") ||
+			slices.ContainsFunc(namedBrokers, func(n namedBroker) bool { return n.name == t })
+		if !known && len(out) > 0 && strings.Contains(out[len(out)-1], "://") {
+			out[len(out)-1] += "," + p
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 func uniqueName(ts []bench.Target, name string) string {

@@ -47,7 +47,8 @@ func TestUsageErrors(t *testing.T) {
 
 func TestTargets(t *testing.T) {
 	t.Setenv("OMNIBUS_KAFKA_BROKERS", "k1:9092")
-	ts, err := targets([]string{"memory,kafka", "amqp://u:p@h/", "quorum=amqp://u:p@h/?queue_type=quorum", "amqp://u:p@h2/"})
+	ts, err := targets([]string{"memory,kafka", "amqp://u:p@h/", "quorum=amqp://u:p@h/?queue_type=quorum", "amqp://u:p@h2/",
+		"kafka://10.77.0.11:9092,10.77.0.12:9092,redis"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +58,8 @@ func TestTargets(t *testing.T) {
 		{Name: "rabbitmq", URL: "amqp://u:p@h/"},
 		{Name: "quorum", URL: "amqp://u:p@h/?queue_type=quorum"},
 		{Name: "rabbitmq-2", URL: "amqp://u:p@h2/"},
+		{Name: "kafka-2", URL: "kafka://10.77.0.11:9092,10.77.0.12:9092"},
+		{Name: "redis", URL: "redis://127.0.0.1:6379/0"},
 	}
 	if len(ts) != len(want) {
 		t.Fatalf("targets = %v", ts)

@@ -1,5 +1,6 @@
-// Command kafkaready waits until a Kafka broker answers a metadata request,
-// and optionally sets up the SASL user that omnibus's security tests use.
+// Command kafkaready waits until a Kafka broker answers a metadata request
+// (with -brokers N: until a cluster of N brokers replicates), and
+// optionally sets up the SASL user that omnibus's security tests use.
 //
 // scripts/brokers runs it after starting Kafka: an open port is not enough,
 // because the broker accepts connections before its controller has elected
@@ -43,6 +44,7 @@ func main() {
 	timeout := flag.Duration("timeout", 120*time.Second, "give up after this long")
 	user := flag.String("user", "", "SCRAM user to create or update (password from $"+PasswordEnv+")")
 	prefix := flag.String("prefix", "omnibus-", "topic name prefix that -user may use")
+	cluster := flag.Int("brokers", 0, "wait for a cluster of this many brokers: all registered, and a probe topic replicated to all of them in sync")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -51,6 +53,12 @@ func main() {
 	var last error
 	for {
 		brokers, err := metadata(ctx, *addr)
+		if err == nil && *cluster > 0 && len(brokers) < *cluster {
+			err = fmt.Errorf("%d of %d brokers registered", len(brokers), *cluster)
+		}
+		if err == nil && *cluster > 0 {
+			err = inSync(ctx, *addr, *cluster)
+		}
 		if err == nil {
 			fmt.Printf("kafka metadata ok: %d broker(s), first %s:%d",
 				len(brokers), brokers[0].Host, brokers[0].Port)
@@ -97,6 +105,50 @@ func metadata(ctx context.Context, addr string) ([]kafka.Broker, error) {
 		return nil, errors.New("metadata lists no brokers yet")
 	}
 	return brokers, nil
+}
+
+// probeTopic is the topic whose replicas say that a cluster replicates.
+const probeTopic = "omnibus-cluster-ready"
+
+// inSync creates probeTopic with n replicas when it is missing and checks
+// that every partition has a leader and all n replicas in sync: the
+// cluster elects leaders and replicates.
+func inSync(ctx context.Context, addr string, n int) error {
+	dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := (&kafka.Dialer{Timeout: 5 * time.Second}).DialContext(dialCtx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	ctl, err := conn.Controller()
+	if err != nil {
+		return fmt.Errorf("controller: %w", err)
+	}
+	cc, err := (&kafka.Dialer{Timeout: 5 * time.Second}).DialContext(dialCtx, "tcp", fmt.Sprintf("%s:%d", ctl.Host, ctl.Port))
+	if err != nil {
+		return fmt.Errorf("controller %s:%d: %w", ctl.Host, ctl.Port, err)
+	}
+	defer cc.Close()
+	_ = cc.SetDeadline(time.Now().Add(10 * time.Second))
+	err = cc.CreateTopics(kafka.TopicConfig{Topic: probeTopic, NumPartitions: n, ReplicationFactor: n})
+	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("creating %s: %w", probeTopic, err)
+	}
+	parts, err := conn.ReadPartitions(probeTopic)
+	if err != nil {
+		return fmt.Errorf("partitions of %s: %w", probeTopic, err)
+	}
+	if len(parts) < n {
+		return fmt.Errorf("%s has %d partitions, want %d", probeTopic, len(parts), n)
+	}
+	for _, p := range parts {
+		if p.Leader.ID < 0 || len(p.Isr) < n {
+			return fmt.Errorf("%s partition %d: leader %d, %d of %d replicas in sync", probeTopic, p.ID, p.Leader.ID, len(p.Isr), n)
+		}
+	}
+	return nil
 }
 
 // setupUser stores user's SCRAM credentials and its ACLs. The broker may
