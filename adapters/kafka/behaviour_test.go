@@ -338,6 +338,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("OMNIBUS_KAFKA_CRASH_TOPIC") != "" {
 		crashChild()
 	}
+	if topic := os.Getenv(rollingTopicEnv); topic != "" {
+		rollingChild(topic)
+	}
 	os.Exit(m.Run())
 }
 

@@ -1,11 +1,17 @@
 package kafka_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,6 +19,7 @@ import (
 
 	"github.com/omnibus-mq/omnibus/adapters/kafka"
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/brokertest"
 )
 
 // keysOnPartitions returns, for each partition of a topic with n
@@ -134,9 +141,43 @@ func (m merged) Receive(ctx context.Context) (bus.Delivery, error) {
 
 func (m merged) Close() error { return nil }
 
-// Three consumers restarted one after another while messages keep coming
-// (each closed gracefully and a new one started in its place) lose no
-// message: every one published is processed.
+// rollingTopicEnv, when set, makes the test binary a consumer process of
+// TestRollingRestartLosesNothing: it consumes the topic, prints the ID of
+// each message it processed, and shuts down gracefully on SIGTERM.
+const rollingTopicEnv = "OMNIBUS_KAFKA_ROLLING_TOPIC"
+
+func rollingChild(topic string) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	c, err := kafka.New(ctx, optionsFor(strings.Split(os.Getenv(brokertest.KafkaEnv), ",")))
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	defer c.Close()
+	var mu sync.Mutex
+	cons, err := bus.NewConsumer(c, bus.ConsumerConfig{Topic: topic, Concurrency: 4, Subscribe: bus.SubscribeOptions{Group: "rolling"}},
+		func(_ context.Context, m *bus.Message) error {
+			mu.Lock()
+			fmt.Println("done", m.ID)
+			mu.Unlock()
+			return nil
+		})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	if err := cons.Run(ctx); err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// Three consumer processes restarted one after another while messages
+// keep coming (each stopped with SIGTERM, shutting down gracefully, and a
+// new process started in its place) lose no message: every one published
+// is processed.
 func TestRollingRestartLosesNothing(t *testing.T) {
 	opts := testOptions(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -152,34 +193,43 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 		mu   sync.Mutex
 		seen = map[string]int{}
 	)
-	start := func() (stop func()) {
-		c := connect(t, opts)
-		cons, err := bus.NewConsumer(c, bus.ConsumerConfig{Topic: topic, Concurrency: 4,
-			Subscribe: bus.SubscribeOptions{Group: "rolling"}},
-			func(_ context.Context, m *bus.Message) error {
-				mu.Lock()
-				seen[m.ID]++
-				mu.Unlock()
-				return nil
-			})
+	start := func() *exec.Cmd {
+		child := exec.Command(os.Args[0], "-test.run=^$")
+		child.Env = append(os.Environ(), rollingTopicEnv+"="+topic, brokertest.KafkaEnv+"="+strings.Join(brokers(t), ","))
+		out, err := child.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan error, 1)
-		go func() { done <- cons.Run(context.Background()) }()
-		return func() {
-			sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := cons.Shutdown(sctx); err != nil {
-				t.Errorf("Shutdown: %v", err)
+		child.Stderr = os.Stderr
+		if err := child.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			lines := bufio.NewScanner(out)
+			for lines.Scan() {
+				if id, ok := strings.CutPrefix(lines.Text(), "done "); ok {
+					mu.Lock()
+					seen[id]++
+					mu.Unlock()
+				} else {
+					t.Errorf("consumer process: %s", lines.Text())
+				}
 			}
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-			c.Close()
+		}()
+		return child
+	}
+	stop := func(c *exec.Cmd) {
+		c.Process.Signal(syscall.SIGTERM)
+		if err := c.Wait(); err != nil {
+			t.Errorf("consumer process after SIGTERM: %v", err)
 		}
 	}
-	stops := []func(){start(), start(), start()}
+	procs := []*exec.Cmd{start(), start(), start()}
+	defer func() {
+		for _, p := range procs {
+			p.Process.Kill()
+		}
+	}()
 
 	var sent []string
 	publishSome := func(n int) {
@@ -193,10 +243,11 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 		}
 	}
 	publishSome(200)
-	for i := range stops {
-		stops[i]()
+	for i := range procs {
+		time.Sleep(time.Second)
+		stop(procs[i])
 		publishSome(200)
-		stops[i] = start()
+		procs[i] = start()
 		publishSome(200)
 	}
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
@@ -215,13 +266,15 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 			t.Fatalf("%d of %d messages never processed across the rolling restart", missing, len(sent))
 		}
 	}
-	for _, stop := range stops {
-		stop()
+	for _, p := range procs {
+		stop(p)
 	}
+	mu.Lock()
 	dups := 0
 	for _, n := range seen {
 		dups += n - 1
 	}
+	mu.Unlock()
 	t.Logf("%d messages, %d processed twice or more", len(sent), dups)
 }
 
