@@ -18,37 +18,22 @@ func topicName(t *testing.T) string { return brokertest.Name(t) }
 
 func subscribe(t *testing.T, b bus.Subscriber, topic string, opts bus.SubscribeOptions) bus.Subscription {
 	t.Helper()
-	sub, err := b.Subscribe(context.Background(), topic, opts)
-	if err != nil {
-		t.Fatalf("Subscribe: %v", err)
-	}
-	t.Cleanup(func() { sub.Close() })
-	return sub
+	return brokertest.Subscribe(t, b, topic, opts)
 }
 
 func publish(t *testing.T, p bus.Publisher, topic string, msgs ...*bus.Message) {
 	t.Helper()
-	if err := p.Publish(context.Background(), topic, msgs...); err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
+	brokertest.Publish(t, p, topic, msgs...)
 }
 
 func receive(t testing.TB, sub bus.Subscription) bus.Delivery {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	d, err := sub.Receive(ctx)
-	if err != nil {
-		t.Fatalf("Receive: %v", err)
-	}
-	return d
+	return brokertest.Receive(t, sub, 20*time.Second)
 }
 
 func ack(t testing.TB, d bus.Delivery) {
 	t.Helper()
-	if err := d.Ack(context.Background()); err != nil {
-		t.Fatalf("Ack: %v", err)
-	}
+	brokertest.Ack(t, d)
 }
 
 func nack(t testing.TB, d bus.Delivery, opts bus.NackOptions) {
