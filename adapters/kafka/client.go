@@ -420,11 +420,38 @@ func (c *conn) partitionsOf(ctx context.Context, topic string) (int, error) {
 	return len(d.Partitions), nil
 }
 
+// topicGrace are the pauses between the lookups of partitionsSoon: a
+// topic created a moment ago reaches every broker's metadata a little
+// later (about 1.5 s in all).
+var topicGrace = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond,
+	200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond}
+
+// partitionsSoon is partitionsOf asking again, during topicGrace, while
+// the brokers do not know topic.
+func (c *conn) partitionsSoon(ctx context.Context, topic string) (int, error) {
+	n, err := c.partitionsOf(ctx, topic)
+	for _, pause := range topicGrace {
+		if err != nil || n > 0 {
+			return n, err
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		n, err = c.partitionsOf(ctx, topic)
+	}
+	return n, err
+}
+
 func (c *conn) lookupTopic(ctx context.Context, topic string, partitions int) (int, error) {
 	if n, err := c.partitionsOf(ctx, topic); err != nil || n > 0 {
 		return n, err
 	}
 	if c.opts.NoTopicCreation {
+		if n, err := c.partitionsSoon(ctx, topic); err != nil || n > 0 {
+			return n, err
+		}
 		return 0, fmt.Errorf("%w: %q (topic creation is off)", ErrNoTopic, topic)
 	}
 	if partitions <= 0 {
@@ -441,7 +468,7 @@ func (c *conn) lookupTopic(ctx context.Context, topic string, partitions int) (i
 		return partitions, nil
 	case errors.Is(err, kerr.TopicAlreadyExists):
 		// Created meanwhile elsewhere.
-		return c.partitionsOf(ctx, topic)
+		return c.partitionsSoon(ctx, topic)
 	}
 	return 0, fmt.Errorf("kafka: create topic %q: %w", topic, err)
 }

@@ -119,8 +119,10 @@ type Options struct {
 	// the broker's setting.
 	MinInsyncReplicas int
 	// NoTopicCreation turns off creating missing topics: Publish and
-	// Subscribe then fail with ErrNoTopic. Retry topics must then be
-	// created by hand too (see RetryTopic). Default false.
+	// Subscribe then fail with ErrNoTopic, after asking the brokers again
+	// for about 1.5 s (a topic created a moment ago reaches every broker's
+	// metadata a little later). Retry topics must then be created by hand
+	// too (see RetryTopic). Default false.
 	NoTopicCreation bool
 
 	// MaxMessageSize is the largest bus.Message.Size that Publish accepts.
