@@ -309,7 +309,11 @@ func TestStaticMemberRestartsWithoutRebalance(t *testing.T) {
 	for _, k := range keys {
 		publish(t, b, topic, &bus.Message{Key: k, Body: []byte("first")})
 	}
-	da, db := receive(t, subA, 20*time.Second), receive(t, subB, 20*time.Second)
+	t0 := time.Now()
+	da := receive(t, subA, 20*time.Second)
+	t.Logf("member a received %q after %v", da.Message().Key, time.Since(t0))
+	db := receive(t, subB, 20*time.Second)
+	t.Logf("member b received %q after %v", db.Message().Key, time.Since(t0))
 	aKey := da.Message().Key
 	if err := da.Ack(ctx); err != nil {
 		t.Fatal(err)
@@ -349,7 +353,26 @@ func TestAddedPartitionsAreConsumed(t *testing.T) {
 	if _, err := adm.UpdatePartitions(ctx, 3, topic); err != nil {
 		t.Fatal(err)
 	}
-	produceRaw(t, ctx, &franz.Record{Topic: topic, Partition: 2, Value: []byte("on a new partition")})
+	// The brokers learn of the new partitions a moment later; until then
+	// a write to partition 2 is refused.
+	cl, err := franz.NewClient(franz.SeedBrokers(brokers(t)...), franz.RequiredAcks(franz.AllISRAcks()),
+		franz.RecordPartitioner(franz.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for {
+		err := cl.ProduceSync(ctx, &franz.Record{Topic: topic, Partition: 2, Value: []byte("on a new partition")}).FirstErr()
+		if err == nil {
+			break
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+			cl.ForceMetadataRefresh()
+		case <-ctx.Done():
+			t.Fatalf("writing to the new partition: %v", err)
+		}
+	}
 	d := receive(t, sub, 30*time.Second)
 	if string(d.Message().Body) != "on a new partition" {
 		t.Fatalf("received %q", d.Message().Body)
