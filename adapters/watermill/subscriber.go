@@ -197,6 +197,28 @@ func (s *Subscriber) run(ctx context.Context, topic string, sub bus.Subscription
 	}
 }
 
+// settled waits for watermill code to ack or nack wm, or for ctx to end.
+// An Ack or Nack given before ctx ended counts even when both are ready
+// at once: a message acked as the subscription closes is not delivered
+// again.
+func settled(ctx context.Context, wm *message.Message) (acked, nacked bool) {
+	select {
+	case <-wm.Acked():
+		return true, false
+	case <-wm.Nacked():
+		return false, true
+	case <-ctx.Done():
+	}
+	select {
+	case <-wm.Acked():
+		return true, false
+	case <-wm.Nacked():
+		return false, true
+	default:
+		return false, false
+	}
+}
+
 // settleTimeout bounds an Ack or Nack, which should go through even while
 // the subscription ends.
 const settleTimeout = 30 * time.Second
@@ -233,23 +255,19 @@ func (s *Subscriber) pump(ctx context.Context, topic string, sub bus.Subscriptio
 			return
 		}
 
-		var serr error
-		nacked := false
-		select {
-		case <-wm.Acked():
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-			serr = d.Ack(sctx)
-			cancel()
-		case <-wm.Nacked():
-			nacked = true
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-			serr = d.Nack(sctx, bus.NackOptions{Delay: s.cfg.NackDelay, Reason: ErrNacked})
-			cancel()
-		case <-ctx.Done():
-			cancelMsg()
+		acked, nacked := settled(ctx, wm)
+		cancelMsg()
+		if !acked && !nacked {
 			return
 		}
-		cancelMsg()
+		var serr error
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+		if acked {
+			serr = d.Ack(sctx)
+		} else {
+			serr = d.Nack(sctx, bus.NackOptions{Delay: s.cfg.NackDelay, Reason: ErrNacked})
+		}
+		cancel()
 		switch {
 		case serr == nil:
 		case nacked && errors.Is(serr, bus.ErrClosed):
