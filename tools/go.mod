@@ -18,6 +18,7 @@ require (
 	github.com/omnibus-mq/omnibus/adapters/watermill v0.0.0-00010101000000-000000000000
 	github.com/omnibus-mq/omnibus/celery/redisresult v0.0.0-00010101000000-000000000000
 	github.com/omnibus-mq/omnibus/handlers v0.0.0-00010101000000-000000000000
+	github.com/omnibus-mq/omnibus/internal/redisconn v0.0.0-00010101000000-000000000000
 	github.com/rabbitmq/amqp091-go v1.16.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/segmentio/kafka-go v0.4.51
@@ -55,7 +56,6 @@ require (
 	github.com/modern-go/concurrent v0.0.0-20180228061459-e0a39a4cb421 // indirect
 	github.com/modern-go/reflect2 v1.0.2 // indirect
 	github.com/oklog/ulid v1.3.1 // indirect
-	github.com/omnibus-mq/omnibus/internal/redisconn v0.0.0-00010101000000-000000000000 // indirect
 	github.com/patrickmn/go-cache v2.1.0+incompatible // indirect
 	github.com/pierrec/lz4/v4 v4.1.33 // indirect
 	github.com/pkg/errors v0.9.1 // indirect

@@ -12,6 +12,7 @@ import (
 	"github.com/omnibus-mq/omnibus/adapters/redisstream"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/internal/brokertest"
+	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
 func topicName(t *testing.T) string { return brokertest.Name(t) }
@@ -56,7 +57,7 @@ func expectNothing(t *testing.T, sub bus.Subscription, wait time.Duration) {
 
 // ghostRead takes one new entry of stream into the pending list of a
 // consumer that never settles it, as a consumer that dies would.
-func ghostRead(t *testing.T, rdb *redis.Client, stream, group string) string {
+func ghostRead(t *testing.T, rdb redis.UniversalClient, stream, group string) string {
 	t.Helper()
 	res, err := rdb.XReadGroup(context.Background(), &redis.XReadGroupArgs{
 		Group: group, Consumer: "ghost", Streams: []string{stream, ">"}, Count: 1, Block: 5 * time.Second,
@@ -67,9 +68,14 @@ func ghostRead(t *testing.T, rdb *redis.Client, stream, group string) string {
 	return res[0].Messages[0].ID
 }
 
-// retryStream is the layout documented in the package comment.
-func retryStream(topic, group string) string {
-	return "omnibus:retry:" + strconv.Itoa(len(topic)) + ":" + topic + ":" + group
+// retryStream is the layout documented in the package comment, of a
+// standalone server or (o.Cluster) of a cluster.
+func retryStream(o redisstream.Options, topic, group string) string {
+	rest := strconv.Itoa(len(topic)) + ":" + topic + ":" + group
+	if o.Cluster {
+		return "omnibus:retry:{" + redisconn.HashTag(topic) + "}:" + rest
+	}
+	return "omnibus:retry:" + rest
 }
 
 // fastClaims returns options under which deliveries are claimed soon
@@ -126,7 +132,7 @@ func TestAttemptsAcrossClaimsAndRetries(t *testing.T) {
 	if hold = receive(t, sub); hold.Message().ID != hold2.ID {
 		t.Fatalf("got %q, want the second blocker while the retry waits", hold.Message().Body)
 	}
-	ghostRead(t, rdb, retryStream(topic, "g"), "g") // delivery 4, dies
+	ghostRead(t, rdb, retryStream(fastClaims(t), topic, "g"), "g") // delivery 4, dies
 	ack(t, hold)
 	d = receive(t, sub) // claimed: delivery 5
 	if d.Message().ID != m.ID || d.Message().Attempt != 5 || d.Message().Headers.Get("h") != "v" {
@@ -200,7 +206,7 @@ func TestRetriesStayInGroup(t *testing.T) {
 	expectNothing(t, failing, 100*time.Millisecond)
 
 	// Acked retries leave the group's retry stream.
-	n, err := b.Client().XLen(context.Background(), retryStream(topic, "failing")).Result()
+	n, err := b.Client().XLen(context.Background(), retryStream(options(t), topic, "failing")).Result()
 	if err != nil || n != 0 {
 		t.Fatalf("retry stream holds %d entries (%v), want 0", n, err)
 	}

@@ -1,6 +1,7 @@
 // Package redisstream is omnibus's Redis Streams backend, built on
-// github.com/redis/go-redis/v9. It needs Redis 6.2 or newer, standalone
-// (not Cluster), with Lua scripting. A Redis ACL user needs the @stream,
+// github.com/redis/go-redis/v9. It needs Redis 6.2 or newer with Lua
+// scripting: a standalone server, a Redis Cluster, or a master watched by
+// Sentinel (see Clusters and Sentinel below). A Redis ACL user needs the @stream,
 // @sortedset and @scripting categories and PING, INFO and TIME, and SELECT
 // for a database other than 0; CONFIG GET is optional (without it
 // Features reports no persistence). Its key patterns must cover the topics'
@@ -14,6 +15,48 @@
 //	b, err := redisstream.New(ctx, redisstream.Options{Addr: "localhost:6379"})
 //
 // rediss:// connects over TLS. ParseURL lists the query parameters.
+//
+// # Clusters and Sentinel
+//
+// redis+cluster:// (Options.Cluster) names seed nodes of a Redis Cluster;
+// redis+sentinel:// (Options.MasterName) names Sentinels and the master
+// they watch:
+//
+//	b, err := bus.Open(ctx, "redis+cluster://10.0.0.1:6379,10.0.0.2:6379/?wait=1")
+//	b, err := bus.Open(ctx, "redis+sentinel://:secret@10.0.1.1:26379,10.0.1.2:26379/mymaster")
+//
+// Behind Sentinel the client asks the Sentinels for the master and
+// follows their failover announcements, so a new master is used within
+// seconds of its promotion. A cluster client reloads the slot map every
+// two seconds while in use (go-redis's default is a minute) and at once
+// after a MOVED redirect.
+//
+// On a cluster every key a Lua script touches must be in one hash slot. A
+// topic's stream is its name; the group's retry stream and delayed set
+// carry the topic's hash tag ({orders} for the topic orders, or for
+// {orders}.eu), so they share its slot, and every script of a group runs
+// on one node. A topic whose hashed part holds a "}" cannot be tagged so
+// and Subscribe refuses it with bus.ErrInvalidMessage. A dead-letter
+// stream in the topic's slot is written in the same script as the ack;
+// name topics with a hash tag to have that ("{orders}" dead-letters to
+// "{orders}.dlq"). Otherwise the copy is appended first and the ack
+// follows: a failure between them delivers the message again, so the
+// dead-letter stream can hold a copy twice, never none. A cluster client
+// sends a command once more when the connection broke before its reply
+// (go-redis does so whatever the retry settings), so a Publish cut off by
+// a failure can append a message twice; consumers see duplicates, as
+// they may after any failure.
+//
+// Redis replicates asynchronously: a master that dies can take with it
+// the writes it had acknowledged. Options.WaitReplicas (wait=N) makes
+// Publish send WAIT N after its XADDs and fail with ErrNotReplicated
+// unless N replicas had them within Options.WaitTimeout; with
+// appendfsync everysec on the replicas too, that is the strongest
+// acknowledgement Redis gives. It still is not consensus: a failover can
+// promote a replica that missed a write, and Redis's own documentation
+// admits such windows. Acks, retries and dead letters are scripts, which
+// Redis replicates as their effects in order; they are not waited for,
+// and one lost in a failover delivers its message again.
 //
 // # Layout
 //
@@ -40,6 +83,10 @@
 //
 //	omnibus:retry:<len(topic)>:<topic>:<group>    stream of retries
 //	omnibus:delayed:<len(topic)>:<topic>:<group>  sorted set of delayed retries
+//
+// and on a cluster omnibus:retry:{<tag>}:<len(topic)>:<topic>:<group> and
+// omnibus:delayed:{<tag>}:..., where <tag> is the part of the topic's name
+// that Redis hashes.
 //
 // # Delivery
 //

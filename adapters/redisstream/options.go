@@ -20,6 +20,7 @@ const (
 	DefaultClaimInterval     = time.Second
 	DefaultDialTimeout       = 5 * time.Second
 	DefaultReadTimeout       = 5 * time.Second
+	DefaultWaitTimeout       = time.Second
 )
 
 // MaxMessageSizeLimit is the largest Options.MaxMessageSize allowed. Redis
@@ -30,8 +31,30 @@ const MaxMessageSizeLimit = 256 << 20
 // Options configure a Broker. The zero value connects to DefaultAddr with
 // every default.
 type Options struct {
-	// Addr is the server's host:port. Default DefaultAddr.
+	// Addr is the server's host:port. Default DefaultAddr. Unused with
+	// Cluster or MasterName, which take Addrs.
 	Addr string
+	// Cluster makes the Broker a client of a Redis Cluster whose seed
+	// nodes are Addrs (see the package documentation, Redis Cluster).
+	Cluster bool
+	// MasterName makes the Broker a client of the master of that name,
+	// found and followed through the Sentinels at Addrs.
+	MasterName string
+	// Addrs are the seed nodes of a cluster (Cluster) or the Sentinels
+	// (MasterName), each host:port.
+	Addrs []string
+	// SentinelPassword authenticates with the Sentinels when they have a
+	// requirepass of their own. Default: none.
+	SentinelPassword string
+	// WaitReplicas, when positive, makes Publish return only once that
+	// many replicas have the messages: it sends WAIT after the XADDs, on
+	// the same connection, and fails with ErrNotReplicated when fewer
+	// replicas acknowledged within WaitTimeout. Default 0: Publish returns
+	// once the master has them.
+	WaitReplicas int
+	// WaitTimeout bounds the wait for WaitReplicas. Default
+	// DefaultWaitTimeout.
+	WaitTimeout time.Duration
 	// Username and Password authenticate with AUTH (Redis ACL). An empty
 	// Username with a Password authenticates as the default user.
 	// Default: no authentication.
@@ -73,8 +96,11 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Addr == "" {
+	if o.Addr == "" && !o.Cluster && o.MasterName == "" {
 		o.Addr = DefaultAddr
+	}
+	if o.WaitTimeout == 0 {
+		o.WaitTimeout = DefaultWaitTimeout
 	}
 	if o.DialTimeout == 0 {
 		o.DialTimeout = DefaultDialTimeout
@@ -103,6 +129,34 @@ func (o Options) Validate() error {
 	var p []error
 	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
 	redisconn.CheckAddr(o.Addr, o.DB, add)
+	for _, a := range o.Addrs {
+		redisconn.CheckAddr(a, 0, add)
+	}
+	switch {
+	case o.Cluster && o.MasterName != "":
+		add("Cluster and MasterName: a Redis Cluster is not behind Sentinel; set one")
+	case o.Cluster || o.MasterName != "":
+		if len(o.Addrs) == 0 {
+			add("Addrs is empty: a cluster needs its seed nodes, Sentinel its sentinels")
+		}
+		if o.Addr != "" {
+			add("Addr %q with Cluster or MasterName: put the addresses in Addrs", o.Addr)
+		}
+		if o.Cluster && o.DB != 0 {
+			add("DB %d: a Redis Cluster has only database 0", o.DB)
+		}
+	case len(o.Addrs) > 0:
+		add("Addrs without Cluster or MasterName: a standalone server takes Addr")
+	}
+	if o.SentinelPassword != "" && o.MasterName == "" {
+		add("SentinelPassword without MasterName")
+	}
+	if o.WaitReplicas < 0 {
+		add("WaitReplicas %d is negative", o.WaitReplicas)
+	}
+	if o.WaitTimeout < 0 || (o.WaitTimeout > 0 && o.WaitTimeout < time.Millisecond) {
+		add("WaitTimeout %v: want at least 1ms", o.WaitTimeout)
+	}
 	if o.DialTimeout < 0 {
 		add("DialTimeout %v is negative", o.DialTimeout)
 	}
@@ -131,20 +185,34 @@ func (o Options) Validate() error {
 }
 
 // Schemes of the URLs this package opens: redis:// over TCP and rediss://
-// over TLS.
+// over TLS; with "+cluster" a Redis Cluster, with "+sentinel" a master
+// behind Sentinel.
 const (
-	Scheme    = "redis"
-	SchemeTLS = "rediss"
+	Scheme            = "redis"
+	SchemeTLS         = "rediss"
+	SchemeCluster     = Scheme + redisconn.ClusterSuffix
+	SchemeClusterTLS  = SchemeTLS + redisconn.ClusterSuffix
+	SchemeSentinel    = Scheme + redisconn.SentinelSuffix
+	SchemeSentinelTLS = SchemeTLS + redisconn.SentinelSuffix
 )
 
-// ParseURL returns the Options of a redis:// or rediss:// URL:
+// ParseURL returns the Options of a redis:// or rediss:// URL, or of their
+// cluster and Sentinel forms:
 //
 //	redis://[[user]:password@]host[:port][/db][?param=value&...]
+//	redis+cluster://[[user]:password@]host[:port],host[:port]...[/][?...]
+//	redis+sentinel://[[user]:password@]sentinel[:port],...[/master[/db]][?...]
 //
 // The port defaults to 6379 and db to 0; rediss:// turns on TLS with the
-// system's roots, verifying host. Query parameters (durations in Go syntax,
+// system's roots, verifying host (the first host of a list unless
+// tls_server_name says otherwise). A cluster's hosts are seed nodes: the
+// client learns the others from them. Sentinel's hosts are the Sentinels,
+// the user info is the master's. Query parameters (durations in Go syntax,
 // such as 30s or 500ms):
 //
+//	wait                replicas Publish waits for (WaitReplicas); default 0
+//	wait_timeout        default DefaultWaitTimeout
+//	sentinel_password   the Sentinels' own password, with +sentinel
 //	max_message_size    bytes; default DefaultMaxMessageSize
 //	visibility_timeout  default DefaultVisibilityTimeout
 //	claim_interval      default DefaultClaimInterval
@@ -164,6 +232,12 @@ func ParseURL(u *url.URL) (Options, error) {
 	p := driver.NewParams(u)
 	e := redisconn.Parse(u, Scheme, SchemeTLS, p)
 	o.Addr, o.Username, o.Password, o.DB, o.TLS = e.Addr, e.Username, e.Password, e.DB, e.TLS
+	o.Cluster, o.MasterName, o.SentinelPassword = e.Mode == redisconn.Cluster, e.MasterName, e.SentinelPassword
+	if o.Cluster || o.MasterName != "" { // else Parse reported the missing master name
+		o.Addrs = e.Addrs
+	}
+	p.Int(&o.WaitReplicas, "wait", 0)
+	p.Duration(&o.WaitTimeout, "wait_timeout")
 	p.Int(&o.MaxMessageSize, "max_message_size", 1)
 	p.Duration(&o.VisibilityTimeout, "visibility_timeout")
 	p.Duration(&o.ClaimInterval, "claim_interval")
@@ -184,6 +258,9 @@ func (o Options) String() string {
 	c := o
 	if c.Password != "" {
 		c.Password = "xxxxx"
+	}
+	if c.SentinelPassword != "" {
+		c.SentinelPassword = "xxxxx"
 	}
 	return fmt.Sprintf("%+v", fields(c))
 }

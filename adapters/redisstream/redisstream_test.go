@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,13 @@ func TestParseURL(t *testing.T) {
 		{"redis://h?visibility_timeout=1m&claim_interval=250ms&trim_interval=1h&max_message_size=4096&dial_timeout=2s&read_timeout=3s&pool_size=7",
 			redisstream.Options{Addr: "h:6379", VisibilityTimeout: time.Minute, ClaimInterval: 250 * time.Millisecond,
 				TrimInterval: time.Hour, MaxMessageSize: 4096, DialTimeout: 2 * time.Second, ReadTimeout: 3 * time.Second, PoolSize: 7}},
+		{"redis+cluster://:pw@10.0.0.1:7000,10.0.0.2,h3:7002/?wait=1&wait_timeout=250ms",
+			redisstream.Options{Cluster: true, Addrs: []string{"10.0.0.1:7000", "10.0.0.2:6379", "h3:7002"}, Password: "pw",
+				WaitReplicas: 1, WaitTimeout: 250 * time.Millisecond}},
+		{"redis+sentinel://app:pw@s1:26379,s2:26380/mymaster/2?sentinel_password=spw",
+			redisstream.Options{MasterName: "mymaster", Addrs: []string{"s1:26379", "s2:26380"}, Username: "app", Password: "pw",
+				DB: 2, SentinelPassword: "spw"}},
+		{"redis+sentinel://s1/mymaster", redisstream.Options{MasterName: "mymaster", Addrs: []string{"s1:6379"}}},
 	} {
 		u, err := bus.ParseURL(tc.url)
 		if err != nil {
@@ -129,7 +137,7 @@ func TestParseURL(t *testing.T) {
 			t.Errorf("ParseURL(%q): %v", tc.url, err)
 			continue
 		}
-		if got != tc.want {
+		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("ParseURL(%q) = %+v, want %+v", tc.url, got, tc.want)
 		}
 	}
@@ -161,6 +169,22 @@ func TestParseURLReportsEveryProblem(t *testing.T) {
 	_, err = redisstream.New(context.Background(), redisstream.Options{DB: -1, MaxMessageSize: 1 << 30, PoolSize: -1})
 	if !errors.Is(err, bus.ErrBadConfig) || !errors.As(err, &ce) || len(ce.Problems) != 3 {
 		t.Fatalf("New with bad options: %v, want ErrBadConfig with 3 problems", err)
+	}
+	for raw, want := range map[string]int{
+		"redis://h1,h2":                           1, // two hosts, standalone
+		"redis+cluster://h1,h2/3":                 1, // a cluster has database 0 only
+		"redis+sentinel://s1,s2":                  1, // no master name
+		"redis+sentinel://s1/m/x?wait=-1":         2, // database, wait
+		"redis+cluster://h1,,h2?wait_timeout=1us": 2, // empty host, wait_timeout
+	} {
+		_, err := bus.Open(context.Background(), raw)
+		if !errors.Is(err, bus.ErrBadURL) || !errors.As(err, &ce) || len(ce.Problems) != want {
+			t.Errorf("Open(%q) = %v, want ErrBadURL with %d problems", raw, err, want)
+		}
+	}
+	_, err = redisstream.New(context.Background(), redisstream.Options{Cluster: true, MasterName: "m", Addr: "h:1", SentinelPassword: "x"})
+	if !errors.As(err, &ce) || len(ce.Problems) != 1 || strings.Contains(err.Error(), "x\"") {
+		t.Errorf("New with Cluster and MasterName: %v, want 1 problem", err)
 	}
 }
 

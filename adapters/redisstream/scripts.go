@@ -208,9 +208,10 @@ return 1
 `)
 
 // deadLetterScript acks a delivery and appends its dead-letter copy to
-// the dead-letter stream, in one step.
+// the dead-letter stream, in one step; without a dead-letter stream key it
+// only acks (the copy was appended before, in another slot of a cluster).
 //
-// KEYS: source stream, dead-letter stream.
+// KEYS: source stream, dead-letter stream (optional).
 // ARGV: group, consumer, entry ID, source is the retry stream (0/1), then
 // the dead-letter entry's field/value pairs.
 // Returns as retryScript.
@@ -220,7 +221,7 @@ if not who then return 0 end
 if who ~= ARGV[2] then return -1 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 if ARGV[4] == '1' then redis.call('XDEL', KEYS[1], ARGV[3]) end
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
+if KEYS[2] then redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5)) end
 return 1
 `)
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/bus/driver"
+	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
 // maxAckBatch bounds the XACKs sent in one pipeline.
@@ -42,7 +43,7 @@ type subscription struct {
 	delayed  string
 	consumer string
 	log      *slog.Logger
-	rdb      *redis.Client // this subscription's own connection
+	rdb      redis.UniversalClient // this subscription's own connection (one per node of a cluster)
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -63,14 +64,19 @@ type subscription struct {
 	promoting sync.WaitGroup
 }
 
-func newSubscription(b *conn, topic string, opts bus.SubscribeOptions) *subscription {
+func newSubscription(b *conn, topic string, opts bus.SubscribeOptions) (*subscription, error) {
+	retry, err := b.retryKey(topic, opts.Group)
+	if err != nil {
+		return nil, err
+	}
+	delayed, _ := b.delayedKey(topic, opts.Group)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &subscription{
 		b:         b,
 		topic:     topic,
 		group:     opts.Group,
-		keys:      [2]string{topic, retryKey(topic, opts.Group)},
-		delayed:   delayedKey(topic, opts.Group),
+		keys:      [2]string{topic, retry},
+		delayed:   delayed,
 		consumer:  consumerName(),
 		log:       b.opts.Logger,
 		ctx:       ctx,
@@ -80,14 +86,12 @@ func newSubscription(b *conn, topic string, opts bus.SubscribeOptions) *subscrip
 		keepDone:  make(chan struct{}),
 		acks:      make(chan *ackRequest, maxAckBatch),
 		ackerDone: make(chan struct{}),
-	}
+	}, nil
 }
 
 // start connects, creates the group and starts the goroutines.
 func (s *subscription) start(ctx context.Context) error {
-	o := s.b.opts.client(1)
-	o.PipelinePoolSize = -1
-	s.rdb = redis.NewClient(o)
+	s.rdb = s.b.opts.newClient(1, -1)
 	dctx, cancel := context.WithTimeout(ctx, s.b.opts.DialTimeout)
 	defer cancel()
 	// Loading the fetch script doubles as the connection check.
@@ -95,7 +99,7 @@ func (s *subscription) start(ctx context.Context) error {
 	if err != nil {
 		err = s.b.dialError(err)
 	} else {
-		err = s.b.ensureGroups(dctx, s.topic, s.group)
+		err = s.b.ensureGroups(dctx, s.topic, s.keys[1], s.group)
 	}
 	if err != nil {
 		s.rdb.Close()
@@ -200,7 +204,7 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery,
 		if err != nil {
 			if strings.Contains(err.Error(), "NOGROUP") && ctx.Err() == nil {
 				// The stream was deleted under us; start it again.
-				if gerr := s.b.ensureGroups(ctx, s.topic, s.group); gerr != nil {
+				if gerr := s.b.ensureGroups(ctx, s.topic, s.keys[1], s.group); gerr != nil {
 					err = gerr
 				}
 			}
@@ -602,17 +606,51 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, attempts int)
 }
 
 // DeadLetter appends dead to the dead-letter stream topic and acks the
-// entry, in one step on the server.
+// entry, in one step on the server. On a cluster where topic lives in
+// another hash slot than the entry's stream it takes two: the append,
+// after checking that this consumer still holds the entry, then the
+// checked ack; a failure between them leaves the entry pending, to be
+// delivered (and perhaps dead-lettered) again: a copy too many in the
+// dead-letter stream, never a loss.
 func (d *delivery) DeadLetter(ctx context.Context, topic string, dead *bus.Message) error {
 	defer d.end()
 	s := d.s
 	args := append([]any{s.group, s.consumer, d.id, d.stream}, encode(dead, 0)...)
-	res, err := deadLetterScript.Run(ctx, s.b.rdb, []string{s.keys[d.stream], topic}, args...).Int()
+	keys := []string{s.keys[d.stream], topic}
+	if s.b.opts.Cluster && redisconn.Slot(topic) != redisconn.Slot(s.keys[d.stream]) {
+		if err := d.appendDeadLetter(ctx, topic, dead); err != nil {
+			return err
+		}
+		keys, args = keys[:1], args[:4]
+	}
+	res, err := deadLetterScript.Run(ctx, s.b.rdb, keys, args...).Int()
 	if err != nil {
 		return fmt.Errorf("redisstream: dead-letter to %q: %w", topic, err)
 	}
 	if res < 0 {
 		return fmt.Errorf("redisstream: dead-letter %s: %w", dead.ID, ErrReclaimed)
+	}
+	return nil
+}
+
+// appendDeadLetter appends dead to the dead-letter stream topic when this
+// consumer still holds d's entry.
+func (d *delivery) appendDeadLetter(ctx context.Context, topic string, dead *bus.Message) error {
+	s := d.s
+	p, err := s.b.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: s.keys[d.stream], Group: s.group, Start: d.id, End: d.id, Count: 1,
+	}).Result()
+	if err != nil {
+		return fmt.Errorf("redisstream: dead-letter to %q: %w", topic, err)
+	}
+	if len(p) == 0 {
+		return nil // settled meanwhile: the checked ack reports it
+	}
+	if p[0].Consumer != s.consumer {
+		return fmt.Errorf("redisstream: dead-letter %s: %w", dead.ID, ErrReclaimed)
+	}
+	if err := s.b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: topic, Values: encode(dead, 0)}).Err(); err != nil {
+		return fmt.Errorf("redisstream: dead-letter to %q: %w", topic, err)
 	}
 	return nil
 }

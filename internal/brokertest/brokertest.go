@@ -38,11 +38,11 @@ func InCI() bool {
 func AMQP(t testing.TB) string {
 	t.Helper()
 	u := env(AMQPEnv, DefaultAMQPURL)
-	addr, err := urlAddr(u, map[string]string{"amqp": "5672", "amqps": "5671"})
+	addrs, err := urlAddrs(u, map[string]string{"amqp": "5672", "amqps": "5671"})
 	if err != nil {
 		t.Fatalf("brokertest: %s: %v", AMQPEnv, err)
 	}
-	require(t, "rabbitmq", AMQPEnv, []string{addr}, InCI())
+	require(t, "rabbitmq", AMQPEnv, addrs, InCI())
 	return u
 }
 
@@ -51,11 +51,14 @@ func AMQP(t testing.TB) string {
 func Redis(t testing.TB) string {
 	t.Helper()
 	u := env(RedisEnv, DefaultRedisURL)
-	addr, err := urlAddr(u, map[string]string{"redis": "6379", "rediss": "6379"})
+	addrs, err := urlAddrs(u, map[string]string{
+		"redis": "6379", "rediss": "6379",
+		"redis+cluster": "6379", "rediss+cluster": "6379", "redis+sentinel": "26379", "rediss+sentinel": "26379",
+	})
 	if err != nil {
 		t.Fatalf("brokertest: %s: %v", RedisEnv, err)
 	}
-	require(t, "redis", RedisEnv, []string{addr}, InCI())
+	require(t, "redis", RedisEnv, addrs, InCI())
 	return u
 }
 
@@ -133,22 +136,42 @@ func require(t testing.TB, broker, envVar string, addrs []string, ci bool) {
 
 // urlAddr returns host:port of a broker URL, with the scheme's default port.
 func urlAddr(raw string, defaultPorts map[string]string) (string, error) {
-	u, err := url.Parse(raw)
+	addrs, err := urlAddrs(raw, defaultPorts)
 	if err != nil {
 		return "", err
 	}
+	if len(addrs) != 1 {
+		return "", fmt.Errorf("%q: want one host, got %d", raw, len(addrs))
+	}
+	return addrs[0], nil
+}
+
+// urlAddrs returns the host:port addresses of a broker URL whose host may
+// be a comma-separated list, with the scheme's default port.
+func urlAddrs(raw string, defaultPorts map[string]string) ([]string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
 	port, ok := defaultPorts[u.Scheme]
 	if !ok {
-		return "", fmt.Errorf("%q: unsupported scheme %q", raw, u.Scheme)
+		return nil, fmt.Errorf("%q: unsupported scheme %q", raw, u.Scheme)
 	}
-	host := u.Hostname()
-	if host == "" {
-		host = "127.0.0.1"
+	var addrs []string
+	for h := range strings.SplitSeq(u.Host, ",") {
+		host, p, err := net.SplitHostPort(h)
+		if err != nil {
+			host, p = strings.Trim(h, "[]"), ""
+		}
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		if p == "" {
+			p = port
+		}
+		addrs = append(addrs, net.JoinHostPort(host, p))
 	}
-	if p := u.Port(); p != "" {
-		port = p
-	}
-	return net.JoinHostPort(host, port), nil
+	return addrs, nil
 }
 
 func splitAddrs(list string) ([]string, error) {

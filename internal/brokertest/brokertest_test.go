@@ -87,6 +87,18 @@ func TestURLAddr(t *testing.T) {
 	}
 }
 
+func TestURLAddrs(t *testing.T) {
+	ports := map[string]string{"redis+cluster": "6379", "redis+sentinel": "26379"}
+	got, err := urlAddrs("redis+cluster://10.77.0.21,10.77.0.22:7000/?wait=1", ports)
+	if err != nil || strings.Join(got, " ") != "10.77.0.21:6379 10.77.0.22:7000" {
+		t.Errorf("cluster: %q, %v", got, err)
+	}
+	got, err = urlAddrs("redis+sentinel://:pw@s1,s2/omnibus", ports)
+	if err != nil || strings.Join(got, " ") != "s1:26379 s2:26379" {
+		t.Errorf("sentinel: %q, %v", got, err)
+	}
+}
+
 func TestSplitAddrs(t *testing.T) {
 	got, err := splitAddrs(" 127.0.0.1:9092, b:9093 ,")
 	if err != nil || strings.Join(got, "|") != "127.0.0.1:9092|b:9093" {

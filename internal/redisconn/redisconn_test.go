@@ -59,3 +59,40 @@ func TestClientNeverResends(t *testing.T) {
 		t.Fatalf("got %+v", o)
 	}
 }
+
+func TestSlot(t *testing.T) {
+	// CRC16/XMODEM of "123456789" is 0x31C3; "foo" is slot 12182 in the
+	// Redis Cluster specification's examples.
+	for key, want := range map[string]int{
+		"123456789": 0x31C3,
+		"foo":       12182,
+		"{foo}.dlq": 12182,
+		"a{foo}b":   12182,
+		"{}foo":     Slot("{}foo"),
+		"x{}{foo}":  Slot("x{}{foo}"),
+		"":          0,
+	} {
+		if got := Slot(key); got != want {
+			t.Errorf("Slot(%q) = %d, want %d", key, got, want)
+		}
+	}
+	for _, c := range []struct{ key, tag string }{
+		{"orders", "orders"}, {"{orders}.dlq", "orders"}, {"a{b}c{d}", "b"},
+		{"{}x", "{}x"}, {"a{b", "a{b"}, {"a}b", "a}b"},
+	} {
+		if got := HashTag(c.key); got != c.tag {
+			t.Errorf("HashTag(%q) = %q, want %q", c.key, got, c.tag)
+		}
+	}
+	for _, key := range []string{"orders", "{orders}.dlq", "a{b", "tasks:sms"} {
+		k, ok := Tagged("omnibus:retry:", key, ":g")
+		if !ok || Slot(k) != Slot(key) {
+			t.Errorf("Tagged(%q) = %q, %v: slot %d, want %d", key, k, ok, Slot(k), Slot(key))
+		}
+	}
+	for _, key := range []string{"a}b", "{}x", "x{}y", "{}x{y}"} {
+		if k, ok := Tagged("p", key, ""); ok {
+			t.Errorf("Tagged(%q) = %q, want no key: the hash tag holds a }", key, k)
+		}
+	}
+}

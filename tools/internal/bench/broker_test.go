@@ -7,13 +7,13 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/redis/go-redis/v9"
 
 	_ "github.com/omnibus-mq/omnibus/adapters/kafka"
 	_ "github.com/omnibus-mq/omnibus/adapters/rabbitmq"
 	_ "github.com/omnibus-mq/omnibus/adapters/redisstream"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/internal/brokertest"
+	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
 // runOnBroker runs a short closed loop and a short fixed-rate run on a
@@ -98,7 +98,11 @@ func TestRedis(t *testing.T) {
 	}
 	topics := runOnBroker(t, Target{Name: "redis", URL: url})
 	u, _ := bus.ParseURL(url)
-	c := redis.NewClient(redisOptions(u))
+	e, _, err := redisEndpoint(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redisconn.NewClient(e, 5*time.Second, 5*time.Second, 2, 0)
 	defer c.Close()
 	for _, topic := range topics {
 		if n, err := c.Exists(context.Background(), topic).Result(); err != nil || n != 0 {

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"math"
 	"net"
@@ -14,11 +13,13 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/redis/go-redis/v9"
 	kafka "github.com/segmentio/kafka-go"
 
+	"github.com/omnibus-mq/omnibus/adapters/redisstream"
 	"github.com/omnibus-mq/omnibus/adapters/rocketmq"
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/bus/driver"
+	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
 // Target is a broker to benchmark.
@@ -96,7 +97,7 @@ func Probe(ctx context.Context, t Target) BrokerInfo {
 		probeMemory(&info)
 	case "amqp", "amqps":
 		probeRabbitMQ(ctx, u, &info)
-	case "redis", "rediss":
+	case "redis", "rediss", redisstream.SchemeCluster, redisstream.SchemeClusterTLS, redisstream.SchemeSentinel, redisstream.SchemeSentinelTLS:
 		probeRedis(ctx, u, &info)
 	case "kafka":
 		probeKafka(ctx, u, &info)
@@ -187,72 +188,85 @@ func dialCtx(ctx context.Context) func(network, addr string) (net.Conn, error) {
 	}
 }
 
-func redisOptions(u *url.URL) *redis.Options {
-	o := &redis.Options{Addr: u.Host, DialTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second}
-	if u.Port() == "" {
-		o.Addr = net.JoinHostPort(u.Hostname(), "6379")
-	}
-	if u.User != nil {
-		o.Username = u.User.Username()
-		o.Password, _ = u.User.Password()
-	}
-	if db, err := strconv.Atoi(strings.TrimPrefix(u.Path, "/")); err == nil {
-		o.DB = db
-	}
-	if u.Scheme == "rediss" {
-		o.TLSConfig = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
-	}
-	return o
+// redisEndpoint reads a redis:// URL, or its cluster and Sentinel forms,
+// as adapters/redisstream does, and the replicas its Publish waits for.
+func redisEndpoint(u *url.URL) (redisconn.Endpoint, int, error) {
+	p := driver.NewParams(u)
+	e := redisconn.Parse(u, redisstream.Scheme, redisstream.SchemeTLS, p)
+	var wait int
+	p.Int(&wait, "wait", 0)
+	p.Rest() // the adapter's own parameters
+	return e, wait, p.Err()
 }
 
 func probeRedis(ctx context.Context, u *url.URL, info *BrokerInfo) {
 	info.Product = "Redis"
 	info.Client = Client{Adapter: "adapters/redisstream", OmnibusVersion: info.Client.OmnibusVersion,
 		Library: "github.com/redis/go-redis/v9", LibraryVersion: ModuleVersion("github.com/redis/go-redis/v9")}
-	set := map[string]string{"ack": "XADD reply from the primary (no WAIT)"}
+	set := map[string]string{}
 	info.Durability.Settings = set
 	info.Durability.Summary = "XADD acknowledged by the server; disk policy unknown"
-	c := redis.NewClient(redisOptions(u))
+	e, wait, err := redisEndpoint(u)
+	if err != nil {
+		info.Notes = append(info.Notes, redactErr(err, u))
+		return
+	}
+	set["mode"] = e.Mode.String()
+	set["ack"] = "XADD reply from the master (no WAIT)"
+	if wait > 0 {
+		set["ack"] = fmt.Sprintf("XADD, then WAIT %d: the master and %s have it", wait, replicas(wait))
+	}
+	c := redisconn.NewClient(e, 5*time.Second, 5*time.Second, 2, 0)
 	defer c.Close()
-	if s, err := c.Info(ctx, "server").Result(); err != nil {
-		info.Notes = append(info.Notes, "version probe: "+redactErr(err, u))
+	srv, err := redisconn.Probe(ctx, c, e, 5*time.Second, "bench")
+	if err != nil {
+		info.Notes = append(info.Notes, "probe: "+redactErr(err, u))
+		return
+	}
+	if srv.Version != "" {
+		info.Product, info.Version, info.VersionSource = srv.Product, srv.Version, "INFO server"
+	}
+	if srv.Mode != "" && e.Mode != redisconn.Sentinel {
+		set["mode"] = srv.Mode
+	}
+	if e.Mode == redisconn.Cluster {
+		set["masters"] = strconv.Itoa(srv.Masters)
+	}
+	if srv.Replicas >= 0 {
+		set["replicas"] = strconv.Itoa(srv.Replicas) + " per master (fewest)"
+	}
+	if srv.MinReplicasToWrite >= 0 {
+		set["min-replicas-to-write"] = strconv.Itoa(srv.MinReplicasToWrite)
+	}
+	if srv.Fsync != "" {
+		set["appendonly"], set["appendfsync"] = "yes", srv.Fsync
 	} else {
-		for _, line := range strings.Split(s, "\n") {
-			k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
-			switch k {
-			case "redis_version":
-				info.Version, info.VersionSource = v, "INFO server"
-			case "valkey_version":
-				info.Product = "Valkey"
-				info.Version, info.VersionSource = v, "INFO server"
-			case "redis_mode":
-				set["mode"] = v
-			}
-		}
+		set["appendonly"] = "no or unknown (CONFIG GET refused)"
 	}
-	cfg := map[string]string{}
-	for _, k := range []string{"appendonly", "appendfsync", "save"} {
-		m, err := c.ConfigGet(ctx, k).Result()
-		if err != nil {
-			info.Notes = append(info.Notes, "CONFIG GET "+k+": "+redactErr(err, u))
-			continue
-		}
-		if v, ok := m[k]; ok {
-			cfg[k] = v
-			set[k] = orUnset(v)
-		}
+	disk := "no AOF (or CONFIG refused): a restart keeps only what the last RDB snapshot had"
+	switch srv.Fsync {
+	case "always":
+		disk = "the AOF write is fsynced before the reply (appendfsync always)"
+	case "everysec":
+		disk = "the AOF is fsynced every second (appendfsync everysec): a machine crash can lose about the last second"
+	case "":
+	default:
+		disk = "the OS decides when the AOF reaches disk (appendfsync " + srv.Fsync + ")"
 	}
-	switch {
-	case cfg["appendonly"] == "yes" && cfg["appendfsync"] == "always":
-		info.Durability.Summary = "XADD acknowledged after the AOF write is fsynced (appendonly yes, appendfsync always)"
-	case cfg["appendonly"] == "yes" && cfg["appendfsync"] == "everysec":
-		info.Durability.Summary = "XADD acknowledged from memory; the AOF is fsynced every second " +
-			"(appendonly yes, appendfsync everysec): a machine crash can lose about the last second"
-	case cfg["appendonly"] == "yes":
-		info.Durability.Summary = "XADD acknowledged from memory; the OS decides when the AOF reaches disk (appendfsync " + cfg["appendfsync"] + ")"
-	case cfg["appendonly"] == "no":
-		info.Durability.Summary = "XADD acknowledged from memory; no AOF, only RDB snapshots (save \"" + cfg["save"] + "\"): a crash loses what came after the last snapshot"
+	who := "XADD acknowledged by the master from memory"
+	if wait > 0 {
+		who = fmt.Sprintf("XADD acknowledged once the master and %s have it in memory (WAIT %d)", replicas(wait), wait)
+	} else if srv.Replicas > 0 {
+		who += fmt.Sprintf(", replicated asynchronously to %s: a failover can lose what they had not received", replicas(srv.Replicas))
 	}
+	info.Durability.Summary = who + "; " + disk
+}
+
+func replicas(n int) string {
+	if n == 1 {
+		return "1 replica"
+	}
+	return strconv.Itoa(n) + " replicas"
 }
 
 // kafkaAddrs lists the bootstrap addresses of a kafka:// URL as the
@@ -417,11 +431,17 @@ func Cleanup(ctx context.Context, rawURL, topic, group string) error {
 				return fmt.Errorf("cleanup: %w", e)
 			}
 		}
-	case "redis", "rediss":
-		c := redis.NewClient(redisOptions(u))
-		defer c.Close()
-		suffix := fmt.Sprintf("%d:%s:%s", len(topic), topic, group)
-		if err := c.Del(ctx, topic, "omnibus:retry:"+suffix, "omnibus:delayed:"+suffix).Err(); err != nil {
+	case "redis", "rediss", redisstream.SchemeCluster, redisstream.SchemeClusterTLS, redisstream.SchemeSentinel, redisstream.SchemeSentinelTLS:
+		o, err := redisstream.ParseURL(u)
+		if err != nil {
+			return fmt.Errorf("cleanup: %w", err)
+		}
+		b, err := redisstream.New(ctx, o)
+		if err != nil {
+			return fmt.Errorf("cleanup: %s", redactErr(err, u))
+		}
+		defer b.Close()
+		if err := b.Remove(ctx, topic, group); err != nil {
 			return fmt.Errorf("cleanup: %s", redactErr(err, u))
 		}
 	case "rocketmq":
