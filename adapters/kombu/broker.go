@@ -23,6 +23,7 @@ import (
 func init() {
 	bus.Register(Scheme, open)
 	bus.Register(SchemeTLS, open)
+	bus.Register(SchemeSentinel, open)
 }
 
 func open(ctx context.Context, u *url.URL) (bus.Broker, error) {
@@ -95,7 +96,7 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		return nil, err
 	}
 	opts = opts.withDefaults()
-	rdb := redis.NewClient(opts.client(opts.PoolSize))
+	rdb := opts.newClient(opts.PoolSize, 0)
 	c := &conn{opts: opts, rdb: rdb, subs: map[*subscription]struct{}{}, stop: make(chan struct{}), stopped: make(chan struct{})}
 	if err := c.probe(ctx); err != nil {
 		rdb.Close()
@@ -104,15 +105,22 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 	return &Broker{Broker: driver.New(c, driver.Options{Logger: opts.Logger, Name: "kombu"}), c: c}, nil
 }
 
-func (o Options) client(poolSize int) *redis.Options {
+// newClient returns a client of the server, or of the master behind
+// Sentinel, whose replies may take slower longer than ReadTimeout.
+func (o Options) newClient(poolSize int, slower time.Duration) *redis.Client {
 	// Nothing is sent twice behind the caller's back: a resent LPUSH
 	// would enqueue a message twice, a resent take would hide messages
-	// in the unacked hash until the visibility timeout.
-	return redisconn.Client(o.endpoint(), o.DialTimeout, o.ReadTimeout, poolSize)
+	// in the unacked hash until the visibility timeout. Standalone and
+	// Sentinel clients are both a *redis.Client.
+	return redisconn.NewClient(o.endpoint(), o.DialTimeout, o.ReadTimeout+slower, poolSize, 0).(*redis.Client)
 }
 
 func (o Options) endpoint() redisconn.Endpoint {
-	return redisconn.Endpoint{Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB, TLS: o.TLS}
+	e := redisconn.Endpoint{Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB, TLS: o.TLS}
+	if o.MasterName != "" {
+		e.Mode, e.MasterName, e.Addrs, e.SentinelPassword = redisconn.Sentinel, o.MasterName, o.SentinelAddrs, o.SentinelPassword
+	}
+	return e
 }
 
 func (b *conn) probe(ctx context.Context) error {

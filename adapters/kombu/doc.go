@@ -2,14 +2,20 @@
 // Celery uses with broker_url = "redis://...": Go and Celery workers and
 // clients share the same queues, and a Go consumer keeps kombu's
 // bookkeeping, so it is at least once like a Celery worker. It needs
-// Redis 6.2 or newer (BLMOVE) with Lua scripting, standalone.
+// Redis 6.2 or newer (BLMOVE) with Lua scripting: one server, or a master
+// behind Sentinel (kombu+sentinel://, Celery's sentinel:// transport).
+// Not a Redis Cluster: kombu's unacked hash and index are shared by every
+// queue, so its scripts cannot keep to one hash slot, and Celery has no
+// cluster transport either.
 //
 // Open it by URL after importing the package, or build a Broker with New:
 //
 //	b, err := bus.Open(ctx, "kombu+redis://localhost:6379/0")
 //	id, err := celery.Delay(ctx, b, "celery", "tasks.send_sms_code", "+15550100", "4711")
 //
-// kombu+rediss:// connects over TLS. ParseURL lists the query parameters,
+// kombu+rediss:// connects over TLS; kombu+sentinel://s1:26379,s2:26379/mymaster
+// asks the Sentinels for the master and follows their failovers.
+// ParseURL lists the query parameters,
 // named after kombu's transport options; global_keyprefix and
 // visibility_timeout must match the Celery side's.
 //

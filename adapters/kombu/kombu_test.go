@@ -28,9 +28,13 @@ func kombuURL(t testing.TB, params string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Scheme = kombu.Scheme
-	if u.Scheme == "rediss" {
+	switch u.Scheme {
+	case "rediss":
 		u.Scheme = kombu.SchemeTLS
+	case "redis+sentinel":
+		u.Scheme = kombu.SchemeSentinel
+	default:
+		u.Scheme = kombu.Scheme
 	}
 	prefix := brokertest.Name(t) + ":"
 	t.Cleanup(func() { cleanPrefix(t, prefix) })
@@ -44,17 +48,35 @@ func kombuURL(t testing.TB, params string) string {
 
 // cleanPrefix deletes every key under prefix.
 func cleanPrefix(t testing.TB, prefix string) {
-	opt, err := redis.ParseURL(brokertest.Redis(t))
-	if err != nil {
-		return
-	}
-	rdb := redis.NewClient(opt)
+	rdb := testClient(t)
 	defer rdb.Close()
 	ctx := context.Background()
 	iter := rdb.Scan(ctx, 0, prefix+"*", 500).Iterator()
 	for iter.Next(ctx) {
 		rdb.Del(ctx, iter.Val())
 	}
+}
+
+// testClient returns a client of the test server: OMNIBUS_REDIS_URL, a
+// redis:// URL or a redis+sentinel://sentinel,.../master one.
+func testClient(t testing.TB) *redis.Client {
+	t.Helper()
+	raw := brokertest.Redis(t)
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Scheme == "redis+sentinel" {
+		pw, _ := u.User.Password()
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: strings.Trim(u.Path, "/"), SentinelAddrs: strings.Split(u.Host, ","), Password: pw,
+		})
+	}
+	opt, err := redis.ParseURL(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return redis.NewClient(opt)
 }
 
 func open(t testing.TB, raw string) *kombu.Broker {
@@ -110,6 +132,29 @@ func TestParseURL(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("error %q contains the password", err)
+	}
+
+	for raw, want := range map[string]kombu.Options{
+		"kombu+sentinel://:pw@s1:26379,s2:6379/mymaster/3?sentinel_password=spw": {
+			MasterName: "mymaster", SentinelAddrs: []string{"s1:26379", "s2:6379"}, Password: "pw", DB: 3, SentinelPassword: "spw"},
+		"kombu+sentinel://s1:26379?master_name=other": {MasterName: "other", SentinelAddrs: []string{"s1:26379"}},
+	} {
+		u, _ := url.Parse(raw)
+		o, err := kombu.ParseURL(u)
+		if err != nil {
+			t.Errorf("ParseURL(%q): %v", raw, err)
+			continue
+		}
+		if o.MasterName != want.MasterName || strings.Join(o.SentinelAddrs, " ") != strings.Join(want.SentinelAddrs, " ") ||
+			o.Password != want.Password || o.DB != want.DB || o.SentinelPassword != want.SentinelPassword || o.Addr != "" {
+			t.Errorf("ParseURL(%q) = %+v, want %+v", raw, o, want)
+		}
+	}
+	for _, raw := range []string{"kombu+sentinel://s1:26379", "kombu+redis+cluster://h1,h2", "kombu+redis://h1,h2/0"} {
+		u, _ := url.Parse(raw)
+		if _, err := kombu.ParseURL(u); !errors.Is(err, bus.ErrBadURL) {
+			t.Errorf("ParseURL(%q) = %v, want ErrBadURL", raw, err)
+		}
 	}
 }
 

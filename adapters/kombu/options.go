@@ -12,11 +12,13 @@ import (
 	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
-// Schemes of the URLs this package opens: kombu+redis:// over TCP and
-// kombu+rediss:// over TLS.
+// Schemes of the URLs this package opens: kombu+redis:// over TCP,
+// kombu+rediss:// over TLS, and kombu+sentinel:// for a master behind
+// Sentinel (Celery's sentinel:// broker URLs).
 const (
-	Scheme    = "kombu+redis"
-	SchemeTLS = "kombu+rediss"
+	Scheme         = "kombu+redis"
+	SchemeTLS      = "kombu+rediss"
+	SchemeSentinel = "kombu+sentinel"
 )
 
 // Defaults of Options. DefaultVisibilityTimeout and DefaultRestoreInterval
@@ -38,8 +40,18 @@ const MaxMessageSizeLimit = 256 << 20
 // Options configure a Broker. The zero value connects to DefaultAddr with
 // every default.
 type Options struct {
-	// Addr is the server's host:port. Default DefaultAddr.
+	// Addr is the server's host:port. Default DefaultAddr; unused with
+	// MasterName.
 	Addr string
+	// MasterName makes the Broker a client of the master of that name,
+	// found and followed through the Sentinels at SentinelAddrs: kombu's
+	// master_name transport option.
+	MasterName string
+	// SentinelAddrs are the Sentinels, each host:port.
+	SentinelAddrs []string
+	// SentinelPassword authenticates with the Sentinels when they have a
+	// requirepass of their own. Default: none.
+	SentinelPassword string
 	// Username and Password authenticate with AUTH. Default: none.
 	Username, Password string
 	// DB is the database number, kombu's virtual host. Default 0.
@@ -82,7 +94,7 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Addr == "" {
+	if o.Addr == "" && o.MasterName == "" {
 		o.Addr = DefaultAddr
 	}
 	if o.VisibilityTimeout == 0 {
@@ -115,6 +127,20 @@ func (o Options) Validate() error {
 	var p []error
 	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
 	redisconn.CheckAddr(o.Addr, o.DB, add)
+	for _, a := range o.SentinelAddrs {
+		redisconn.CheckAddr(a, 0, add)
+	}
+	switch {
+	case o.MasterName != "" && len(o.SentinelAddrs) == 0:
+		add("MasterName without SentinelAddrs")
+	case o.MasterName != "" && o.Addr != "":
+		add("Addr %q with MasterName: Sentinel names the master", o.Addr)
+	case o.MasterName == "" && len(o.SentinelAddrs) > 0:
+		add("SentinelAddrs without MasterName")
+	}
+	if o.SentinelPassword != "" && o.MasterName == "" {
+		add("SentinelPassword without MasterName")
+	}
 	if o.VisibilityTimeout != 0 && (o.VisibilityTimeout < 100*time.Millisecond || o.VisibilityTimeout > 30*24*time.Hour) {
 		add("VisibilityTimeout %v: want 100ms to 30 days", o.VisibilityTimeout)
 	}
@@ -146,9 +172,18 @@ func (o Options) Validate() error {
 // which names the server as Celery's broker_url does:
 //
 //	kombu+redis://[[user]:password@]host[:port][/db][?param=value&...]
+//	kombu+sentinel://[[user]:password@]sentinel[:port],...[/master[/db]][?...]
 //
 // The port defaults to 6379 and db to 0; kombu+rediss:// turns on TLS with
-// the system's roots. Query parameters, named after kombu's transport
+// the system's roots. Behind Sentinel the hosts are the Sentinels, the
+// user info is the master's, and the master's name is the path or the
+// master_name parameter: Celery's
+//
+//	broker_url = "sentinel://:pw@s1:26379;sentinel://:pw@s2:26379"
+//	broker_transport_options = {"master_name": "mymaster"}
+//
+// is kombu+sentinel://:pw@s1:26379,s2:26379/mymaster (Celery's
+// sentinel_kwargs password is sentinel_password). Query parameters, named after kombu's transport
 // options (durations in Go syntax such as 30s, or plain seconds as kombu
 // takes them):
 //
@@ -168,7 +203,24 @@ func (o Options) Validate() error {
 func ParseURL(u *url.URL) (Options, error) {
 	var o Options
 	p := driver.NewParams(u)
+	if u.Scheme == SchemeSentinel {
+		c := *u
+		c.Scheme = Scheme + redisconn.SentinelSuffix
+		u = &c
+	}
 	e := redisconn.Parse(u, Scheme, SchemeTLS, p)
+	switch {
+	case e.Mode == redisconn.Cluster:
+		// Celery's Redis transport keeps every queue's unacked messages
+		// in two keys shared by all queues, which a cluster cannot put
+		// in one slot with the queues; Celery has no cluster transport.
+		p.Problemf("a Redis Cluster is not supported: kombu's Redis transport needs one server (or Sentinel, %s://)", SchemeSentinel)
+	case e.Mode == redisconn.Sentinel && u.Scheme != Scheme+redisconn.SentinelSuffix:
+		p.Problemf("scheme %q: use %s:// for Sentinel", u.Scheme, SchemeSentinel)
+	}
+	if e.Mode == redisconn.Sentinel && e.MasterName != "" {
+		o.MasterName, o.SentinelAddrs, o.SentinelPassword = e.MasterName, e.Addrs, e.SentinelPassword
+	}
 	o.Addr, o.Username, o.Password, o.DB, o.TLS = e.Addr, e.Username, e.Password, e.DB, e.TLS
 	p.String(&o.KeyPrefix, "global_keyprefix")
 	p.Duration(&o.VisibilityTimeout, "visibility_timeout", true)

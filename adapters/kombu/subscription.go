@@ -113,11 +113,9 @@ type subscription struct {
 func newSubscription(b *conn, topic string, opts bus.SubscribeOptions) *subscription {
 	ctx, cancel := context.WithCancel(context.Background())
 	// The wait's reply comes after up to PollInterval.
-	waitOpts := b.opts.client(1)
-	waitOpts.ReadTimeout += b.opts.PollInterval
 	s := &subscription{
 		b: b, topic: topic, log: b.opts.Logger,
-		wait:     redis.NewClient(waitOpts),
+		wait:     b.opts.newClient(1, b.opts.PollInterval),
 		ctx:      ctx,
 		cancel:   cancel,
 		keepDone: make(chan struct{}),

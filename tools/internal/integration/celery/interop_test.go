@@ -95,6 +95,41 @@ type transport struct {
 	// keyPrefix starts every Redis key of the queue (kombu's
 	// global_keyprefix); empty on RabbitMQ.
 	keyPrefix string
+	// redisURL is the Redis of a Redis transport, as OMNIBUS_REDIS_URL
+	// gives it (redis:// or redis+sentinel://).
+	redisURL string
+}
+
+// redisClient returns a client of the Redis at raw, a redis:// URL or a
+// redis+sentinel://sentinel,.../master one.
+func redisClient(t testing.TB, raw string) *redis.Client {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Scheme != "redis+sentinel" {
+		opt, err := redis.ParseURL(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return redis.NewClient(opt)
+	}
+	pw, _ := u.User.Password()
+	return redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName: strings.Trim(u.Path, "/"), SentinelAddrs: strings.Split(u.Host, ","), Password: pw,
+	})
+}
+
+// celerySentinel returns Celery's broker URL and master_name of a
+// redis+sentinel://s1,s2/master URL: sentinel://s1;sentinel://s2.
+func celerySentinel(u *url.URL) (string, string) {
+	var parts []string
+	for h := range strings.SplitSeq(u.Host, ",") {
+		c := url.URL{Scheme: "sentinel", User: u.User, Host: h}
+		parts = append(parts, c.String())
+	}
+	return strings.Join(parts, ";"), strings.Trim(u.Path, "/")
 }
 
 // onBrokers runs fn as a subtest on RabbitMQ and on Redis.
@@ -111,11 +146,24 @@ func rabbitTransport(t *testing.T) transport {
 // redisTransport returns kombu's Redis transport with a key prefix of the
 // test's own, so that the unacked hash is the test's alone; opts are
 // more transport options for both sides (kombu's names).
+//
+// Behind Sentinel (OMNIBUS_REDIS_URL=redis+sentinel://...) Celery gets
+// its sentinel:// URL with master_name, omnibus kombu+sentinel://.
 func redisTransport(t *testing.T, opts map[string]any) transport {
 	raw := brokertest.Redis(t)
 	prefix := brokertest.Name(t) + ":"
-	t.Cleanup(func() { deletePrefix(raw, prefix) })
+	t.Cleanup(func() { deletePrefix(t, raw, prefix) })
 	all := map[string]any{"global_keyprefix": prefix}
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	celeryURL := raw
+	if u.Scheme == "redis+sentinel" {
+		var master string
+		celeryURL, master = celerySentinel(u)
+		all["master_name"] = master
+	}
 	q := url.Values{"global_keyprefix": {prefix}, "poll_interval": {"200ms"}}
 	for k, v := range opts {
 		all[k] = v
@@ -123,14 +171,10 @@ func redisTransport(t *testing.T, opts map[string]any) transport {
 			q.Set(k, fmt.Sprint(v))
 		}
 	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Scheme = "kombu+" + u.Scheme
+	u.Scheme = "kombu+" + strings.TrimPrefix(u.Scheme, "redis+")
 	u.RawQuery = q.Encode()
-	return transport{name: "redis", celeryURL: raw, options: string(mustJSON(t, all)), busURL: u.String(),
-		queue: brokertest.Name(t), keyPrefix: prefix}
+	return transport{name: "redis", celeryURL: celeryURL, options: string(mustJSON(t, all)), busURL: u.String(),
+		queue: brokertest.Name(t), keyPrefix: prefix, redisURL: raw}
 }
 
 func mustJSON(t *testing.T, v any) []byte {
@@ -142,12 +186,8 @@ func mustJSON(t *testing.T, v any) []byte {
 }
 
 // deletePrefix deletes the Redis keys under prefix.
-func deletePrefix(raw, prefix string) {
-	opt, err := redis.ParseURL(raw)
-	if err != nil {
-		return
-	}
-	rdb := redis.NewClient(opt)
+func deletePrefix(t testing.TB, raw, prefix string) {
+	rdb := redisClient(t, raw)
 	defer rdb.Close()
 	ctx := context.Background()
 	iter := rdb.Scan(ctx, 0, prefix+"*", 500).Iterator()
@@ -744,11 +784,7 @@ func testEncodeMatchesCeleryRedis(t *testing.T) {
 	if _, err := celery.Delay(ctx, b, fromGo, smsTask, "+15550100", "4711"); err != nil {
 		t.Fatal(err)
 	}
-	opt, err := redis.ParseURL(tr.celeryURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
+	rdb := redisClient(t, tr.redisURL)
 	defer rdb.Close()
 	get := func(q string) (kombuEnvelope, string) {
 		// The oldest message, the one sent without a countdown.
@@ -838,11 +874,7 @@ func TestCeleryRestoresTaskOfDeadGoWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	runGoWorkerAndKill(t, tr, id)
-	opt, err := redis.ParseURL(tr.celeryURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
+	rdb := redisClient(t, tr.redisURL)
 	defer rdb.Close()
 	if n := rdb.HLen(ctx, tr.keyPrefix+"unacked").Val(); n != 1 {
 		t.Fatalf("kombu's unacked hash holds %d entries after the Go worker died, want 1", n)
