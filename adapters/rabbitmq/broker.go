@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +33,9 @@ type Broker struct {
 // conn is the driver of a Broker.
 type conn struct {
 	opts     Options
-	redacted string // the URL without its password, for messages
+	redacted string       // the URL without its password, for messages
+	nodes    []string     // one amqp URI per host of the URL
+	node     atomic.Int64 // index in nodes of the node to dial first
 
 	mu      sync.Mutex
 	conn    *amqp.Connection
@@ -64,6 +68,7 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 	b := &conn{
 		opts:     opts,
 		redacted: u.Redacted(),
+		nodes:    nodeURLs(u),
 		ready:    make(chan struct{}),
 		known:    map[string]bool{},
 		closing:  make(chan struct{}),
@@ -84,7 +89,47 @@ func (b *conn) Features() bus.Features {
 	return bus.Features{OrderedPerKey: true, Persistent: true, NackDelay: true, MaxMessageSize: b.opts.MaxMessageSize}
 }
 
+// nodeURLs returns one URI per host of u's comma-separated host list.
+func nodeURLs(u *url.URL) []string {
+	var out []string
+	for h := range strings.SplitSeq(u.Host, ",") {
+		c := *u
+		c.Host = h
+		out = append(out, c.String())
+	}
+	return out
+}
+
+// dial connects to the first node that answers, starting with the one
+// that answered last (or the next one after a connection loss), each
+// within Options.DialTimeout. Refused credentials or vhost end the
+// search: the nodes of a cluster share them.
 func (b *conn) dial(ctx context.Context) (*amqp.Connection, error) {
+	first := int(b.node.Load())
+	var errs []error
+	for i := range b.nodes {
+		n := (first + i) % len(b.nodes)
+		conn, err := b.dialNode(ctx, b.nodes[n])
+		if err == nil {
+			b.node.Store(int64(n))
+			return conn, nil
+		}
+		if !errors.Is(err, bus.ErrUnreachable) || ctx.Err() != nil {
+			return nil, err
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 1 {
+		return nil, errs[0]
+	}
+	return nil, fmt.Errorf("%w: none of the %d nodes of %s answered: %w", bus.ErrUnreachable, len(b.nodes), b.redacted, errors.Join(errs...))
+}
+
+func (b *conn) dialNode(ctx context.Context, uri string) (*amqp.Connection, error) {
+	redacted := uri
+	if u, err := url.Parse(uri); err == nil {
+		redacted = u.Redacted()
+	}
 	timeout := b.opts.DialTimeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 		timeout = max(time.Until(dl), time.Millisecond)
@@ -105,20 +150,20 @@ func (b *conn) dial(ctx context.Context) (*amqp.Connection, error) {
 			return c, nil
 		},
 	}
-	conn, err := amqp.DialConfig(b.opts.URL, cfg)
+	conn, err := amqp.DialConfig(uri, cfg)
 	if err == nil {
 		return conn, nil
 	}
 	var aerr *amqp.Error
 	switch {
 	case errors.Is(err, amqp.ErrCredentials) || (errors.As(err, &aerr) && aerr.Code == amqp.AccessRefused):
-		return nil, fmt.Errorf("%w: %s: %v", bus.ErrAuth, b.redacted, err)
+		return nil, fmt.Errorf("%w: %s: %v", bus.ErrAuth, redacted, err)
 	case errors.As(err, &aerr) && aerr.Code == amqp.NotAllowed:
 		// The credentials are good, the vhost is not the user's (or
 		// does not exist).
-		return nil, fmt.Errorf("%w: %s: %v", bus.ErrForbidden, b.redacted, err)
+		return nil, fmt.Errorf("%w: %s: %v", bus.ErrForbidden, redacted, err)
 	}
-	return nil, fmt.Errorf("%w: %s: %v", bus.ErrUnreachable, b.redacted, err)
+	return nil, fmt.Errorf("%w: %s: %v", bus.ErrUnreachable, redacted, err)
 }
 
 // forbidden marks err with bus.ErrForbidden when RabbitMQ refused the
@@ -159,6 +204,8 @@ func (b *conn) supervise(conn *amqp.Connection) {
 			b.conn = nil
 			b.mu.Unlock()
 			b.opts.Logger.Warn("rabbitmq: connection lost; reconnecting", "url", b.redacted, "error", err)
+			// The node may be gone: try the next one first.
+			b.node.Store((b.node.Load() + 1) % int64(len(b.nodes)))
 		}
 		pause := b.opts.ReconnectBackoff
 		for {
@@ -173,7 +220,7 @@ func (b *conn) supervise(conn *amqp.Connection) {
 			if err == nil {
 				conn = c
 				b.install(conn)
-				b.opts.Logger.Info("rabbitmq: reconnected", "url", b.redacted)
+				b.opts.Logger.Info("rabbitmq: reconnected", "url", b.redacted, "node", b.node.Load()+1)
 				break
 			}
 			b.opts.Logger.Warn("rabbitmq: reconnect failed", "url", b.redacted, "error", err, "retry_in", pause)

@@ -34,6 +34,10 @@ const DefaultMaxMessageSize = 16 << 20
 // Options configure a Broker. Only URL is required.
 type Options struct {
 	// URL is the AMQP URI, amqp://user:pass@host:port/vhost or amqps://...
+	// Its host may be a comma-separated list of a cluster's nodes,
+	// amqp://user:pass@h1:5672,h2:5672,h3:5672/vhost (every host with its
+	// port, or none): the Broker connects to the first that answers and,
+	// when the connection is lost, reconnects starting with the next.
 	URL string
 	// Topology maps topics and groups to exchanges and queues.
 	// Default TopologyExchange.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +114,40 @@ func TestWrongPassword(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "wrong-pw") {
 		t.Fatalf("error leaks the password: %v", err)
+	}
+}
+
+// A URL naming several nodes connects to one that answers, and fails
+// with ErrUnreachable, naming every node, when none does.
+func TestSeveralNodes(t *testing.T) {
+	u, err := url.Parse(amqpURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close() // nothing listens there now
+	live := u.Host
+	if u.Port() == "" {
+		live = net.JoinHostPort(u.Hostname(), "5672")
+	}
+	u.Host = deadAddr + "," + live
+	b := connect(t, rabbitmq.Options{URL: u.String(), DialTimeout: 2 * time.Second})
+	defer b.Close()
+	topic := brokertest.Name(t)
+	sub := brokertest.Subscribe(t, b, topic, bus.SubscribeOptions{})
+	brokertest.Publish(t, b, topic, bus.NewMessage([]byte("through the second node")))
+	brokertest.Ack(t, brokertest.Receive(t, sub, 10*time.Second))
+
+	u.Host = deadAddr + "," + deadAddr
+	_, err = rabbitmq.New(context.Background(), rabbitmq.Options{URL: u.String(), DialTimeout: time.Second})
+	if !errors.Is(err, bus.ErrUnreachable) || !strings.Contains(err.Error(), "none of the 2 nodes") {
+		t.Fatalf("New with no node answering: %v, want ErrUnreachable naming both nodes", err)
+	}
+	if strings.Contains(err.Error(), "guest:guest") {
+		t.Fatalf("the error shows the password: %v", err)
 	}
 }
