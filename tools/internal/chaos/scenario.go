@@ -577,11 +577,16 @@ func BrokerKill(ctx context.Context, e *Env) (Result, error) {
 	defer closePub()
 	held := make(chan struct{})
 	release := sync.OnceFunc(func() { close(held) })
+	// The kill must find the consumer subscribed and holding messages,
+	// not still subscribing: a Subscribe cut off by the kill fails.
+	entered := make(chan struct{})
+	enter := sync.OnceFunc(func() { close(entered) })
 	k, err := startConsumer(ctx, e.Instance.URL(), bus.ConsumerConfig{
 		Topic:       topic,
 		Concurrency: 4,
 		Backoff:     func(int) time.Duration { return 100 * time.Millisecond },
 	}, func(ctx context.Context, m *bus.Message) error {
+		enter()
 		select {
 		case <-held:
 		case <-ctx.Done():
@@ -601,8 +606,15 @@ func BrokerKill(ctx context.Context, e *Env) (Result, error) {
 	go func() {
 		pubErr <- publisher{b: pub, topic: topic, l: l, n: e.Messages, goroutines: 2, batch: 10, pause: 5 * time.Millisecond}.run(ctx)
 	}()
-	if err := waitFor(ctx, "a third of the messages to be confirmed", func() bool { return l.ConfirmedCount() >= e.Messages/3 }); err != nil {
-		return l.Result(), err
+	if err := waitFor(ctx, "a third of the messages to be confirmed, and the consumer to hold some", func() bool {
+		select {
+		case <-entered:
+		default:
+			return false
+		}
+		return l.ConfirmedCount() >= e.Messages/3
+	}); err != nil {
+		return l.Result(), errors.Join(err, k.failed())
 	}
 	killed := time.Now()
 	if err := e.Instance.Kill(); err != nil {
