@@ -137,13 +137,12 @@ fuzz:
 	  done; \
 	done
 
-## cluster-up / cluster-down: a replicated cluster of NAME (kafka) in network
+## cluster-up / cluster-down: a replicated cluster of NAME (kafka, redis, rabbitmq) in network
 ## namespaces of its own (scripts/clusters; root). scripts/clusters exec CMD
 ## runs CMD where the cluster can be reached.
 NAME ?= kafka
 .PHONY: cluster-up cluster-down cluster-test
 cluster-up:
-	scripts/brokers up kafka
 	scripts/clusters up $(NAME)
 
 cluster-down:
@@ -152,7 +151,7 @@ cluster-down:
 ## cluster-test: for each broker family with a cluster (CLUSTERS), bring the
 ## cluster up, run the conformance suite, the group and failure tests, the
 ## task tests and the SMS end-to-end test against it, and tear it down.
-CLUSTERS ?= kafka
+CLUSTERS ?= kafka redis rabbitmq
 cluster-test:
-	scripts/brokers up kafka redis
+	scripts/brokers up kafka redis rabbitmq
 	scripts/cluster-test $(CLUSTERS)

@@ -132,7 +132,7 @@ func TestUndecodableMessages(t *testing.T) {
 	defer b.Close()
 	queue := brokertest.Name(t)
 	badinput.Undecodable(t, b, queue, func(ctx context.Context) int {
-		conn, err := amqp.Dial(url)
+		conn, err := amqp.Dial(oneNode(t))
 		if err != nil {
 			t.Fatalf("raw client: %v", err)
 		}

@@ -43,6 +43,19 @@
 // connection within its context; messages whose confirms were lost with
 // the connection are reported unconfirmed in a *bus.PublishError.
 //
+// # Clusters
+//
+// The URL may name every node of a cluster,
+// amqp://user:pass@h1:5672,h2:5672,h3:5672/vhost (each host with its
+// port, or none): New connects to the first that answers, and after a
+// lost connection the Broker tries the next node first. On a cluster use
+// quorum queues (?queue_type=quorum, Options.QueueType): Raft-replicated
+// to every node (three here), a confirm then means a majority of them has
+// the message, and they ride through the loss of a minority of nodes.
+// Classic queues live on one node and are gone while it is; mirrored
+// classic queues lost confirmed messages under partitions and RabbitMQ
+// 4.0 removed them.
+//
 // Credentials come from the URL and never appear in errors or logs.
 // Refused credentials fail New with bus.ErrAuth, at once and without
 // retrying; a vhost the user may not open (NOT_ALLOWED) fails it with

@@ -56,7 +56,7 @@ func resetQueue(t *testing.T, url, queue string) {
 // producer and consumer: pika declares it (non-durable, as in the
 // tutorial), and omnibus uses it as it is.
 func TestPikaInterop(t *testing.T) {
-	url := amqpURL(t)
+	url := oneNode(t)
 	py := python(t)
 	const queue = "zhuozi"
 	resetQueue(t, url, queue)

@@ -17,6 +17,18 @@ import (
 
 func amqpURL(t testing.TB) string { return brokertest.AMQP(t) }
 
+// oneNode is amqpURL with its first host alone, for clients that take one
+// (amqp091's Dial, pika): the test URL may name a cluster's nodes.
+func oneNode(t testing.TB) string {
+	t.Helper()
+	u, err := url.Parse(amqpURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host, _, _ = strings.Cut(u.Host, ",")
+	return u.String()
+}
+
 func connect(t testing.TB, opts rabbitmq.Options) *rabbitmq.Broker {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -158,12 +158,26 @@ func probeRabbitMQ(ctx context.Context, u *url.URL, info *BrokerInfo) {
 			"confirmed once written to disk (RabbitMQ batches the fsyncs) or delivered and acked"
 	}
 	info.Durability.Settings = set
+	hosts := strings.Split(u.Host, ",")
+	if len(hosts) > 1 {
+		set["nodes"] = fmt.Sprintf("%d in the URL", len(hosts))
+	}
 
-	// The server names its product and version in connection.start.
-	conn, err := amqp.DialConfig(u.String(), amqp.Config{
-		Dial:       dialCtx(ctx),
-		Properties: amqp.Table{"connection_name": "omnibus bench probe"},
-	})
+	// The server names its product and version in connection.start; the
+	// first node that answers.
+	var conn *amqp.Connection
+	var err error
+	for _, h := range hosts {
+		one := *u
+		one.Host = h
+		conn, err = amqp.DialConfig(one.String(), amqp.Config{
+			Dial:       dialCtx(ctx),
+			Properties: amqp.Table{"connection_name": "omnibus bench probe"},
+		})
+		if err == nil {
+			break
+		}
+	}
 	if err != nil {
 		info.Notes = append(info.Notes, "version probe: "+redactErr(err, u))
 		return
