@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -163,21 +164,8 @@ func probeRabbitMQ(ctx context.Context, u *url.URL, info *BrokerInfo) {
 		set["nodes"] = fmt.Sprintf("%d in the URL", len(hosts))
 	}
 
-	// The server names its product and version in connection.start; the
-	// first node that answers.
-	var conn *amqp.Connection
-	var err error
-	for _, h := range hosts {
-		one := *u
-		one.Host = h
-		conn, err = amqp.DialConfig(one.String(), amqp.Config{
-			Dial:       dialCtx(ctx),
-			Properties: amqp.Table{"connection_name": "omnibus bench probe"},
-		})
-		if err == nil {
-			break
-		}
-	}
+	// The server names its product and version in connection.start.
+	conn, err := dialAMQP(ctx, u, "omnibus bench probe")
 	if err != nil {
 		info.Notes = append(info.Notes, "version probe: "+redactErr(err, u))
 		return
@@ -192,6 +180,21 @@ func probeRabbitMQ(ctx context.Context, u *url.URL, info *BrokerInfo) {
 	if c, ok := conn.Properties["cluster_name"].(string); ok && c != "" {
 		set["cluster_name"] = c
 	}
+}
+
+// dialAMQP connects to the first host of u's host list that answers.
+func dialAMQP(ctx context.Context, u *url.URL, name string) (*amqp.Connection, error) {
+	var errs []error
+	for h := range strings.SplitSeq(u.Host, ",") {
+		one := *u
+		one.Host = h
+		conn, err := amqp.DialConfig(one.String(), amqp.Config{Dial: dialCtx(ctx), Properties: amqp.Table{"connection_name": name}})
+		if err == nil {
+			return conn, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
 }
 
 // dialCtx bounds a client's dial by ctx's deadline.
@@ -420,8 +423,7 @@ func Cleanup(ctx context.Context, rawURL, topic, group string) error {
 	defer cancel()
 	switch u.Scheme {
 	case "amqp", "amqps":
-		conn, err := amqp.DialConfig(u.String(), amqp.Config{Dial: dialCtx(ctx),
-			Properties: amqp.Table{"connection_name": "omnibus bench cleanup"}})
+		conn, err := dialAMQP(ctx, u, "omnibus bench cleanup")
 		if err != nil {
 			return fmt.Errorf("cleanup: %s", redactErr(err, u))
 		}
