@@ -12,6 +12,8 @@ import (
 
 	"github.com/omnibus-mq/omnibus/adapters/rabbitmq"
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/brokertest"
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // management returns the base URL of RabbitMQ's management API.
@@ -152,4 +154,50 @@ func TestUnroutableIsAnError(t *testing.T) {
 	if err := b.Publish(ctx, topic, bus.NewMessage([]byte("now routed"))); err != nil {
 		t.Fatalf("Publish with a bound queue: %v", err)
 	}
+}
+
+// A consumer the server cancels — its queue deleted, as when an operator
+// removes it or its node leaves the cluster — consumes again: the queue is
+// declared anew and new messages arrive.
+func TestCancelledConsumerConsumesAgain(t *testing.T) {
+	b := connect(t, rabbitmq.Options{URL: amqpURL(t), ReconnectBackoff: 50 * time.Millisecond})
+	defer b.Close()
+	topic := brokertest.Name(t)
+	sub := brokertest.Subscribe(t, b, topic, bus.SubscribeOptions{Group: "g"})
+	brokertest.Publish(t, b, topic, bus.NewMessage([]byte("before")))
+	brokertest.Ack(t, brokertest.Receive(t, sub, 10*time.Second))
+
+	conn, err := amqp.Dial(oneNode(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDelete(topic+".g", false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	// The queue comes back with the consumer; until then a publish reaches
+	// no queue of this group.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := ch.QueueDeclarePassive(topic+".g", true, false, false, false, nil); err == nil {
+			break
+		}
+		if ch, err = conn.Channel(); err != nil { // a failed passive declare closes the channel
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the group's queue was not declared again after the server cancelled its consumer")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	brokertest.Publish(t, b, topic, bus.NewMessage([]byte("after")))
+	d := brokertest.Receive(t, sub, 10*time.Second)
+	if string(d.Message().Body) != "after" {
+		t.Fatalf("received %q, want the message published after the cancel", d.Message().Body)
+	}
+	brokertest.Ack(t, d)
 }

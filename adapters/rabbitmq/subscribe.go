@@ -111,7 +111,19 @@ func (s *subscription) run() {
 				return
 			}
 		}
-		// The channel is gone: closed by Close, or lost with the connection.
+		// The channel is gone, closed by Close or lost with the
+		// connection; or the server cancelled the consumer (its queue
+		// was deleted, or its node left), which leaves the channel open.
+		if !ch.IsClosed() {
+			select {
+			case <-s.done:
+				return
+			default:
+			}
+			s.b.opts.Logger.Warn("rabbitmq: the server cancelled the consumer; consuming again", "queue", s.queue)
+			// Deliveries still held on it come again from the queue.
+			ch.Close()
+		}
 		pause := s.b.opts.ReconnectBackoff
 		for {
 			select {
