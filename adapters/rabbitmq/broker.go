@@ -18,6 +18,10 @@ import (
 	"github.com/omnibus-mq/omnibus/bus/driver"
 )
 
+// ErrConfirmTimeout reports published messages whose publisher confirms
+// did not come within Options.ConfirmTimeout.
+var ErrConfirmTimeout = errors.New("rabbitmq: no publisher confirm within Options.ConfirmTimeout")
+
 // ErrUnroutable reports a published message that no queue received.
 var ErrUnroutable = errors.New("rabbitmq: message unroutable (no queue bound to the exchange)")
 
@@ -479,9 +483,14 @@ func (b *conn) send(ctx context.Context, exchange, key string, msgs []amqp.Publi
 
 	var unconfirmed []int
 	waitErr := sendErr
+	wctx, cancel := context.WithTimeoutCause(ctx, b.opts.ConfirmTimeout, ErrConfirmTimeout)
+	defer cancel()
 	for i, dc := range pending {
-		ok, err := dc.WaitContext(ctx)
+		ok, err := dc.WaitContext(wctx)
 		if err != nil {
+			if ctx.Err() == nil && errors.Is(context.Cause(wctx), ErrConfirmTimeout) {
+				err = fmt.Errorf("%w (%v): %d of %d messages", ErrConfirmTimeout, b.opts.ConfirmTimeout, len(pending)-i, len(msgs))
+			}
 			// Give the window token back when the confirm does come.
 			go func() { <-dc.Done(); <-pc.window }()
 			unconfirmed = append(unconfirmed, i)

@@ -20,8 +20,13 @@
 // # Guarantees
 //
 // Messages are persistent and Publish waits for publisher confirms,
-// pipelined over a window of unconfirmed messages per channel; a message
-// RabbitMQ returns as unroutable fails Publish with ErrUnroutable. Consumers
+// pipelined over a window of unconfirmed messages per channel, for at
+// most Options.ConfirmTimeout (30 s by default; confirm_timeout): what is
+// unconfirmed then is named in a *bus.PublishError matching
+// ErrConfirmTimeout. A message RabbitMQ returns as unroutable fails
+// Publish with ErrUnroutable. Opening a channel is not bounded by
+// Publish's context: on a node that stopped answering it waits for the
+// heartbeat timeout to close the connection. Consumers
 // use manual acknowledgements with the subscription's prefetch as QoS.
 //
 // A Nack republishes the message with its attempt count: after a delay, it

@@ -27,6 +27,9 @@ const (
 	TopologyQueue Topology = "queue"
 )
 
+// DefaultConfirmTimeout is Options.ConfirmTimeout's default.
+const DefaultConfirmTimeout = 30 * time.Second
+
 // DefaultMaxMessageSize is the message size limit when
 // Options.MaxMessageSize is zero; RabbitMQ's own default limit is larger.
 const DefaultMaxMessageSize = 16 << 20
@@ -68,6 +71,13 @@ type Options struct {
 	// ConfirmWindow is the most unconfirmed messages per publish channel.
 	// Default 1024.
 	ConfirmWindow int
+	// ConfirmTimeout bounds how long Publish waits for the confirms of
+	// messages it has sent: those still unconfirmed then are named in a
+	// *bus.PublishError matching ErrConfirmTimeout (they may yet reach
+	// the queue; publishing them again can make duplicates). A queue that
+	// lost its majority, or a blocked node, confirms nothing. Default
+	// DefaultConfirmTimeout; the caller's context bounds it too.
+	ConfirmTimeout time.Duration
 	// ConnectionName is shown in RabbitMQ's management UI.
 	// Default "omnibus".
 	ConnectionName string
@@ -102,6 +112,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ConfirmWindow == 0 {
 		o.ConfirmWindow = 1024
+	}
+	if o.ConfirmTimeout == 0 {
+		o.ConfirmTimeout = DefaultConfirmTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -139,7 +152,7 @@ func (o Options) Validate() error {
 		}
 	}
 	for name, v := range map[string]time.Duration{"DialTimeout": o.DialTimeout,
-		"Heartbeat": o.Heartbeat, "ReconnectBackoff": o.ReconnectBackoff} {
+		"Heartbeat": o.Heartbeat, "ReconnectBackoff": o.ReconnectBackoff, "ConfirmTimeout": o.ConfirmTimeout} {
 		if v < 0 {
 			p = append(p, fmt.Errorf("%s %v is negative", name, v))
 		}
@@ -161,6 +174,7 @@ var clientParams = []string{"heartbeat", "connection_timeout", "channel_max", "a
 //	max_message_size  bytes
 //	publish_channels  confirm channels shared by publishers
 //	confirm_window    unconfirmed messages per channel
+//	confirm_timeout   e.g. 10s; default DefaultConfirmTimeout
 //	no_default_group  true: do not declare the default group's queue on publish
 //	dial_timeout      e.g. 5s
 //	connection_name   shown in the management UI
@@ -181,6 +195,7 @@ func ParseURL(u *url.URL) (Options, error) {
 	p.Int(&o.MaxMessageSize, "max_message_size", 1)
 	p.Int(&o.PublishChannels, "publish_channels", 1)
 	p.Int(&o.ConfirmWindow, "confirm_window", 1)
+	p.Duration(&o.ConfirmTimeout, "confirm_timeout")
 	p.Bool(&o.NoDefaultGroup, "no_default_group")
 	p.String(&o.ConnectionName, "connection_name")
 	p.Duration(&o.DialTimeout, "dial_timeout")

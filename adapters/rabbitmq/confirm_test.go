@@ -1,0 +1,128 @@
+package rabbitmq_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/omnibus-mq/omnibus/adapters/rabbitmq"
+	"github.com/omnibus-mq/omnibus/bus"
+)
+
+// freezer is a TCP proxy to addr that, once frozen, stops passing what the
+// server sends: the client's frames reach the broker, no reply comes back.
+type freezer struct {
+	ln     net.Listener
+	addr   string
+	frozen chan struct{}
+	once   sync.Once
+	gone   chan struct{} // closed by cut
+
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newFreezer(t *testing.T, addr string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{ln: ln, addr: addr, frozen: make(chan struct{}), gone: make(chan struct{})}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			f.mu.Lock()
+			f.conns = append(f.conns, c, s)
+			f.mu.Unlock()
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := s.Read(buf)
+					select {
+					case <-f.frozen:
+						<-f.gone // hold the bytes: nothing more reaches the client
+						return
+					default:
+					}
+					if n > 0 {
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						c.Close()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return f
+}
+
+func (f *freezer) freeze() { f.once.Do(func() { close(f.frozen) }) }
+
+// cut closes every proxied connection, as a failed link would.
+func (f *freezer) cut() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.gone:
+	default:
+		close(f.gone)
+	}
+	for _, c := range f.conns {
+		c.Close()
+	}
+}
+
+// Confirms that do not come within ConfirmTimeout fail Publish with
+// ErrConfirmTimeout, naming every message still unconfirmed.
+func TestConfirmTimeout(t *testing.T) {
+	u, err := url.Parse(oneNode(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "5672")
+	}
+	f := newFreezer(t, host)
+	u.Host = f.ln.Addr().String()
+	b := connect(t, rabbitmq.Options{URL: u.String(), ConfirmTimeout: 300 * time.Millisecond, Heartbeat: time.Minute, PublishChannels: 1})
+	defer b.Close()
+	defer f.cut() // before Close, which would otherwise wait for the frozen connection
+	topic := "confirmtimeout-" + bus.NewID()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Publish(ctx, topic, bus.NewMessage([]byte("confirmed"))); err != nil {
+		t.Fatalf("Publish before the freeze: %v", err)
+	}
+	f.freeze()
+	start := time.Now()
+	msgs := []*bus.Message{bus.NewMessage([]byte("a")), bus.NewMessage([]byte("b")), bus.NewMessage([]byte("c"))}
+	err = b.Publish(ctx, topic, msgs...)
+	var pe *bus.PublishError
+	if !errors.Is(err, rabbitmq.ErrConfirmTimeout) || !errors.As(err, &pe) || len(pe.Unconfirmed) != len(msgs) {
+		t.Fatalf("Publish with the replies frozen: %v, want a PublishError naming all %d, matching ErrConfirmTimeout", err, len(msgs))
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Publish returned after its context ended (%v): the confirm timeout did not end the wait", time.Since(start))
+	}
+}
