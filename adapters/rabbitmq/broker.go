@@ -46,6 +46,7 @@ type conn struct {
 	gen     uint64        // connection generation, +1 per reconnect
 	ready   chan struct{} // closed while conn is usable
 	pubs    []*pubChannel // for generation gen
+	opening []*opening    // a channel of pubs being opened, per slot
 	topo    *amqp.Channel // declarations, for generation gen
 	known   map[string]bool
 	closed  bool
@@ -188,6 +189,7 @@ func (b *conn) install(conn *amqp.Connection) {
 	b.conn = conn
 	b.gen++
 	b.pubs = nil
+	b.opening = nil
 	b.topo = nil
 	b.known = map[string]bool{}
 	close(b.ready)
@@ -425,16 +427,62 @@ func (b *conn) pubChannel(ctx context.Context) (*pubChannel, error) {
 	}
 	i := int(b.next.Add(1) % uint64(b.opts.PublishChannels))
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if gen != b.gen {
+		b.mu.Unlock()
 		return nil, errors.New("rabbitmq: connection lost")
 	}
 	if len(b.pubs) != b.opts.PublishChannels {
 		b.pubs = make([]*pubChannel, b.opts.PublishChannels)
+		b.opening = make([]*opening, b.opts.PublishChannels)
 	}
 	if pc := b.pubs[i]; pc != nil && !pc.ch.IsClosed() {
+		b.mu.Unlock()
 		return pc, nil
 	}
+	// Opened apart, so that a node that stopped answering holds up
+	// neither this caller past its context nor the others.
+	o := b.opening[i]
+	if o == nil {
+		o = &opening{done: make(chan struct{})}
+		b.opening[i] = o
+		go b.openPub(conn, gen, i, o)
+	}
+	b.mu.Unlock()
+	select {
+	case <-o.done:
+		return o.pc, o.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("rabbitmq: open channel: %w", ctx.Err())
+	}
+}
+
+// opening is a publish channel being opened: pc or err once done closes.
+type opening struct {
+	done chan struct{}
+	pc   *pubChannel
+	err  error
+}
+
+// openPub opens the publish channel of slot i for connection generation
+// gen, and installs it unless the connection changed meanwhile.
+func (b *conn) openPub(conn *amqp.Connection, gen uint64, i int, o *opening) {
+	defer close(o.done)
+	pc, err := b.newPub(conn, gen)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.gen == gen && len(b.opening) > i && b.opening[i] == o {
+		b.opening[i] = nil
+		if err == nil {
+			b.pubs[i] = pc
+		}
+	} else if err == nil {
+		pc.ch.Close()
+		err = errors.New("rabbitmq: connection lost")
+	}
+	o.pc, o.err = pc, err
+}
+
+func (b *conn) newPub(conn *amqp.Connection, gen uint64) (*pubChannel, error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, fmt.Errorf("rabbitmq: open channel: %w", err)
@@ -451,7 +499,6 @@ func (b *conn) pubChannel(ctx context.Context) (*pubChannel, error) {
 		unrouted: map[string]int{},
 	}
 	ch.NotifyReturn(pc.returns)
-	b.pubs[i] = pc
 	return pc, nil
 }
 

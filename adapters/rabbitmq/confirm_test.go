@@ -93,7 +93,8 @@ func (f *freezer) cut() {
 }
 
 // Confirms that do not come within ConfirmTimeout fail Publish with
-// ErrConfirmTimeout, naming every message still unconfirmed.
+// ErrConfirmTimeout, naming every message still unconfirmed; a channel
+// that cannot be opened holds Publish no longer than its context.
 func TestConfirmTimeout(t *testing.T) {
 	u, err := url.Parse(oneNode(t))
 	if err != nil {
@@ -105,7 +106,7 @@ func TestConfirmTimeout(t *testing.T) {
 	}
 	f := newFreezer(t, host)
 	u.Host = f.ln.Addr().String()
-	b := connect(t, rabbitmq.Options{URL: u.String(), ConfirmTimeout: 300 * time.Millisecond, Heartbeat: time.Minute, PublishChannels: 1})
+	b := connect(t, rabbitmq.Options{URL: u.String(), ConfirmTimeout: 300 * time.Millisecond, Heartbeat: time.Minute, PublishChannels: 2})
 	defer b.Close()
 	defer f.cut() // before Close, which would otherwise wait for the frozen connection
 	topic := "confirmtimeout-" + bus.NewID()
@@ -115,6 +116,15 @@ func TestConfirmTimeout(t *testing.T) {
 		t.Fatalf("Publish before the freeze: %v", err)
 	}
 	f.freeze()
+	// The next Publish needs the second publish channel, which cannot open
+	// now: it returns when its context ends.
+	short, cancelShort := context.WithTimeout(ctx, time.Second)
+	err = b.Publish(short, topic, bus.NewMessage([]byte("no channel")))
+	cancelShort()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Publish needing a new channel with the replies frozen: %v, want its context's deadline", err)
+	}
+	// The one after it goes on the open channel, and waits for confirms.
 	start := time.Now()
 	msgs := []*bus.Message{bus.NewMessage([]byte("a")), bus.NewMessage([]byte("b")), bus.NewMessage([]byte("c"))}
 	err = b.Publish(ctx, topic, msgs...)

@@ -24,9 +24,7 @@
 // most Options.ConfirmTimeout (30 s by default; confirm_timeout): what is
 // unconfirmed then is named in a *bus.PublishError matching
 // ErrConfirmTimeout. A message RabbitMQ returns as unroutable fails
-// Publish with ErrUnroutable. Opening a channel is not bounded by
-// Publish's context: on a node that stopped answering it waits for the
-// heartbeat timeout to close the connection. Consumers
+// Publish with ErrUnroutable. Consumers
 // use manual acknowledgements with the subscription's prefetch as QoS.
 //
 // A Nack republishes the message with its attempt count: after a delay, it
