@@ -26,34 +26,17 @@ func topicName(t testing.TB) string { return brokertest.Name(t) }
 
 func subscribe(t testing.TB, b bus.Subscriber, topic string, opts bus.SubscribeOptions) bus.Subscription {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	sub, err := b.Subscribe(ctx, topic, opts)
-	if err != nil {
-		t.Fatalf("Subscribe(%q, %+v): %v", topic, opts, err)
-	}
-	t.Cleanup(func() { sub.Close() })
-	return sub
+	return brokertest.Subscribe(t, b, topic, opts)
 }
 
 func publish(t testing.TB, p bus.Publisher, topic string, msgs ...*bus.Message) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := p.Publish(ctx, topic, msgs...); err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
+	brokertest.Publish(t, p, topic, msgs...)
 }
 
 func receive(t testing.TB, sub bus.Subscription, within time.Duration) bus.Delivery {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	d, err := sub.Receive(ctx)
-	if err != nil {
-		t.Fatalf("Receive: %v (waited %v)", err, within)
-	}
-	return d
+	return brokertest.Receive(t, sub, within)
 }
 
 func expectNothing(t testing.TB, sub bus.Subscription, within time.Duration) {
