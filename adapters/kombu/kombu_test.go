@@ -137,7 +137,7 @@ func TestParseURL(t *testing.T) {
 	for raw, want := range map[string]kombu.Options{
 		"kombu+sentinel://:pw@s1:26379,s2:6379/mymaster/3?sentinel_password=spw": {
 			MasterName: "mymaster", SentinelAddrs: []string{"s1:26379", "s2:6379"}, Password: "pw", DB: 3, SentinelPassword: "spw"},
-		"kombu+sentinel://s1:26379?master_name=other": {MasterName: "other", SentinelAddrs: []string{"s1:26379"}},
+		"kombu+sentinel://s1?master_name=other": {MasterName: "other", SentinelAddrs: []string{"s1:26379"}},
 	} {
 		u, _ := url.Parse(raw)
 		o, err := kombu.ParseURL(u)

@@ -174,7 +174,7 @@ func (o Options) Validate() error {
 //	kombu+redis://[[user]:password@]host[:port][/db][?param=value&...]
 //	kombu+sentinel://[[user]:password@]sentinel[:port],...[/master[/db]][?...]
 //
-// The port defaults to 6379 and db to 0; kombu+rediss:// turns on TLS with
+// The port defaults to 6379 (26379 for Sentinels) and db to 0; kombu+rediss:// turns on TLS with
 // the system's roots. Behind Sentinel the hosts are the Sentinels, the
 // user info is the master's, and the master's name is the path or the
 // master_name parameter: Celery's

@@ -203,7 +203,7 @@ const (
 //	redis+cluster://[[user]:password@]host[:port],host[:port]...[/][?...]
 //	redis+sentinel://[[user]:password@]sentinel[:port],...[/master[/db]][?...]
 //
-// The port defaults to 6379 and db to 0; rediss:// turns on TLS with the
+// The port defaults to 6379 (26379 for Sentinels) and db to 0; rediss:// turns on TLS with the
 // system's roots, verifying host (the first host of a list unless
 // tls_server_name says otherwise). A cluster's hosts are seed nodes: the
 // client learns the others from them. Sentinel's hosts are the Sentinels,

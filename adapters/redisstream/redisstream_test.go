@@ -126,7 +126,7 @@ func TestParseURL(t *testing.T) {
 		{"redis+sentinel://app:pw@s1:26379,s2:26380/mymaster/2?sentinel_password=spw",
 			redisstream.Options{MasterName: "mymaster", Addrs: []string{"s1:26379", "s2:26380"}, Username: "app", Password: "pw",
 				DB: 2, SentinelPassword: "spw"}},
-		{"redis+sentinel://s1/mymaster", redisstream.Options{MasterName: "mymaster", Addrs: []string{"s1:6379"}}},
+		{"redis+sentinel://s1/mymaster", redisstream.Options{MasterName: "mymaster", Addrs: []string{"s1:26379"}}},
 	} {
 		u, err := bus.ParseURL(tc.url)
 		if err != nil {

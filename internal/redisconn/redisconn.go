@@ -86,8 +86,8 @@ func (e Endpoint) Where() string {
 
 // Parse reads a redis:// style URL: its scheme (scheme, or schemeTLS for
 // TLS, each optionally followed by ClusterSuffix or SentinelSuffix), its
-// hosts (default port 6379; a comma-separated list for a cluster's seed
-// nodes or the Sentinels), user info, and path: the database number for a
+// hosts (default port 6379, 26379 for Sentinels; a comma-separated list for
+// a cluster's seed nodes or the Sentinels), user info, and path: the database number for a
 // standalone server, none for a cluster (which has only database 0), and
 // /<master name>[/<database number>] behind Sentinel (or the master_name
 // parameter, as kombu's transport option names it). It reads the TLS
@@ -116,7 +116,11 @@ func Parse(u *url.URL, scheme, schemeTLS string, p *driver.Params) Endpoint {
 		e.Username = u.User.Username()
 		e.Password, _ = u.User.Password()
 	}
-	hosts := hostList(u.Host, add)
+	port := "6379"
+	if e.Mode == Sentinel {
+		port = "26379"
+	}
+	hosts := hostList(u.Host, port, add)
 	if e.TLS != nil && len(hosts) > 0 && e.TLS.ServerName == u.Hostname() {
 		// A host list's "hostname" is not one: verify the first host's
 		// name unless tls_server_name says otherwise.
@@ -155,8 +159,8 @@ func Parse(u *url.URL, scheme, schemeTLS string, p *driver.Params) Endpoint {
 }
 
 // hostList splits a URL's host into host:port addresses, defaulting the
-// port to 6379 and the host to localhost.
-func hostList(host string, add func(string, ...any)) []string {
+// port to defaultPort and the host to localhost.
+func hostList(host, defaultPort string, add func(string, ...any)) []string {
 	if host == "" {
 		return nil
 	}
@@ -171,7 +175,7 @@ func hostList(host string, add func(string, ...any)) []string {
 			name, port = h, ""
 		}
 		if port == "" {
-			port = "6379"
+			port = defaultPort
 		}
 		if name == "" {
 			name = "localhost"
