@@ -92,6 +92,7 @@ type Consumer struct {
 	stopOnce sync.Once
 	stop     chan struct{} // closed to stop intake
 	done     chan struct{} // closed when Run returns
+	ready    chan struct{} // closed once subscribed
 	runOnce  sync.Once
 }
 
@@ -108,7 +109,7 @@ func NewConsumer(sub Subscriber, cfg ConsumerConfig, h Handler) (*Consumer, erro
 	for i := len(cfg.Middleware) - 1; i >= 0; i-- {
 		h = cfg.Middleware[i](h)
 	}
-	return &Consumer{sub: sub, cfg: cfg, handler: h, stop: make(chan struct{}), done: make(chan struct{})}, nil
+	return &Consumer{sub: sub, cfg: cfg, handler: h, stop: make(chan struct{}), done: make(chan struct{}), ready: make(chan struct{})}, nil
 }
 
 // Run subscribes and processes messages until ctx is done or Shutdown is
@@ -124,6 +125,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 	})
 	return err
 }
+
+// Ready is closed once Run has subscribed, so that the consumer receives
+// what is published from then on: a readiness check, or a start-up step
+// that must not race the subscription. It stays open when Run ends before
+// subscribing; Done tells that case.
+func (c *Consumer) Ready() <-chan struct{} { return c.ready }
+
+// Done is closed when Run has returned.
+func (c *Consumer) Done() <-chan struct{} { return c.done }
 
 // Shutdown stops intake and waits until Run has returned or ctx is done.
 func (c *Consumer) Shutdown(ctx context.Context) error {
@@ -145,6 +155,7 @@ func (c *Consumer) run(ctx context.Context) error {
 		}
 		return err
 	}
+	close(c.ready)
 	// intake ends on ctx or Shutdown; handlers keep their own context,
 	// cancelled only when the shutdown timeout gives up on them.
 	intake, stopIntake := context.WithCancel(ctx)

@@ -259,3 +259,59 @@ func TestConsumerCancelledBeforeSubscribing(t *testing.T) {
 		t.Fatalf("Run with a cancelled context = %v, want nil", err)
 	}
 }
+
+// Ready closes once Run has subscribed: a message published then reaches
+// the handler. When Run fails before subscribing, Ready stays open and
+// Done closes.
+func TestConsumerReady(t *testing.T) {
+	b := memory.New(memory.Options{})
+	defer b.Close()
+	got := make(chan string, 1)
+	c, err := bus.NewConsumer(b, bus.ConsumerConfig{Topic: "ready", Subscribe: bus.SubscribeOptions{Group: "g"}},
+		func(_ context.Context, m *bus.Message) error { got <- string(m.Body); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Ready():
+		t.Fatal("Ready before Run")
+	default:
+	}
+	go c.Run(context.Background())
+	select {
+	case <-c.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ready did not close after Run")
+	}
+	if err := b.Publish(context.Background(), "ready", bus.NewMessage([]byte("after ready"))); err != nil {
+		t.Fatal(err)
+	}
+	if body := <-got; body != "after ready" {
+		t.Fatalf("handler got %q", body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	closed := memory.New(memory.Options{})
+	closed.Close()
+	c, err = bus.NewConsumer(closed, bus.ConsumerConfig{Topic: "ready"}, func(context.Context, *bus.Message) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Run(context.Background()); err == nil {
+		t.Fatal("Run on a closed broker succeeded")
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Done open after Run returned")
+	}
+	select {
+	case <-c.Ready():
+		t.Fatal("Ready closed though Run never subscribed")
+	default:
+	}
+}
