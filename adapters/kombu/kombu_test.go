@@ -18,6 +18,7 @@ import (
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/bus/bustest"
 	"github.com/omnibus-mq/omnibus/internal/brokertest"
+	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
 // kombuURL returns the kombu+redis:// URL of the test server with a key
@@ -57,26 +58,15 @@ func cleanPrefix(t testing.TB, prefix string) {
 	}
 }
 
-// testClient returns a client of the test server: OMNIBUS_REDIS_URL, a
-// redis:// URL or a redis+sentinel://sentinel,.../master one.
-func testClient(t testing.TB) *redis.Client {
+// testClient returns a client of the test server, OMNIBUS_REDIS_URL (a
+// standalone server or a master behind Sentinel).
+func testClient(t testing.TB) redis.UniversalClient {
 	t.Helper()
-	raw := brokertest.Redis(t)
-	u, err := url.Parse(raw)
+	rdb, err := redisconn.Open(brokertest.Redis(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.Scheme == "redis+sentinel" {
-		pw, _ := u.User.Password()
-		return redis.NewFailoverClient(&redis.FailoverOptions{
-			MasterName: strings.Trim(u.Path, "/"), SentinelAddrs: strings.Split(u.Host, ","), Password: pw,
-		})
-	}
-	opt, err := redis.ParseURL(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return redis.NewClient(opt)
+	return rdb
 }
 
 func open(t testing.TB, raw string) *kombu.Broker {

@@ -167,6 +167,7 @@ func TestCancelledConsumerConsumesAgain(t *testing.T) {
 	brokertest.Publish(t, b, topic, bus.NewMessage([]byte("before")))
 	brokertest.Ack(t, brokertest.Receive(t, sub, 10*time.Second))
 
+	resetQueue(t, oneNode(t), topic+".g")
 	conn, err := amqp.Dial(oneNode(t))
 	if err != nil {
 		t.Fatal(err)
@@ -174,9 +175,6 @@ func TestCancelledConsumerConsumesAgain(t *testing.T) {
 	defer conn.Close()
 	ch, err := conn.Channel()
 	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ch.QueueDelete(topic+".g", false, false, false); err != nil {
 		t.Fatal(err)
 	}
 	// The queue comes back with the consumer; until then a publish reaches

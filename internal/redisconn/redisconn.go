@@ -433,3 +433,21 @@ func Forbidden(err error) error {
 	}
 	return err
 }
+
+// Open returns a client of a redis://, rediss:// URL or of their
+// +cluster and +sentinel forms, read as Parse reads them; parameters Parse
+// does not know are left to the adapters and ignored here. For tools and
+// tests that reach the server an adapter uses.
+func Open(raw string) (redis.UniversalClient, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	p := driver.NewParams(u)
+	e := Parse(u, "redis", "rediss", p)
+	p.Rest()
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	return NewClient(e, 5*time.Second, 5*time.Second, 0, 0), nil
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/omnibus-mq/omnibus/celery"
 	"github.com/omnibus-mq/omnibus/celery/redisresult"
 	"github.com/omnibus-mq/omnibus/internal/brokertest"
+	"github.com/omnibus-mq/omnibus/internal/redisconn"
 	"github.com/omnibus-mq/omnibus/task"
 )
 
@@ -102,23 +103,13 @@ type transport struct {
 
 // redisClient returns a client of the Redis at raw, a redis:// URL or a
 // redis+sentinel://sentinel,.../master one.
-func redisClient(t testing.TB, raw string) *redis.Client {
+func redisClient(t testing.TB, raw string) redis.UniversalClient {
 	t.Helper()
-	u, err := url.Parse(raw)
+	rdb, err := redisconn.Open(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.Scheme != "redis+sentinel" {
-		opt, err := redis.ParseURL(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return redis.NewClient(opt)
-	}
-	pw, _ := u.User.Password()
-	return redis.NewFailoverClient(&redis.FailoverOptions{
-		MasterName: strings.Trim(u.Path, "/"), SentinelAddrs: strings.Split(u.Host, ","), Password: pw,
-	})
+	return rdb
 }
 
 // celerySentinel returns Celery's broker URL and master_name of a
