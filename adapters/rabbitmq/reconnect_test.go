@@ -177,18 +177,21 @@ func TestCancelledConsumerConsumesAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The queue comes back with the consumer; until then a publish reaches
-	// no queue of this group.
+	// The queue comes back with the consumer, bound before it consumes;
+	// until then a publish reaches no queue of this group.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := ch.QueueDeclarePassive(topic+".g", true, false, false, false, nil); err == nil {
+		q, err := ch.QueueDeclarePassive(topic+".g", true, false, false, false, nil)
+		if err == nil && q.Consumers > 0 {
 			break
 		}
-		if ch, err = conn.Channel(); err != nil { // a failed passive declare closes the channel
-			t.Fatal(err)
+		if err != nil {
+			if ch, err = conn.Channel(); err != nil { // a failed passive declare closes the channel
+				t.Fatal(err)
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the group's queue was not declared again after the server cancelled its consumer")
+			t.Fatal("the group's queue was not consumed again after the server cancelled its consumer")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
