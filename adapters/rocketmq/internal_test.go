@@ -1,6 +1,7 @@
 package rocketmq
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -114,5 +115,47 @@ func TestDecodeMalformed(t *testing.T) {
 		if _, err := decodeMessages(b); err == nil {
 			t.Errorf("decodeMessages(%v) succeeded", b)
 		}
+	}
+}
+
+// A delivery that a pull loop has given to Receive counts as handed at
+// once: a release of its queue that follows waits for its settlement
+// instead of passing the queue on with the delivery's offset uncommitted
+// (the next owner would read the message again).
+func TestOfferedCountsAsHanded(t *testing.T) {
+	s := &subscription{ready: make(chan *delivery), unsettled: map[*delivery]struct{}{}}
+	qs := &queueState{pending: map[int64]struct{}{7: {}}, done: make(chan struct{})}
+	handed := func() int {
+		qs.mu.Lock()
+		defer qs.mu.Unlock()
+		return qs.handed
+	}
+	sent := make(chan bool)
+	go func() { sent <- s.offer(t.Context(), &delivery{s: s, qs: qs, offset: 7, msg: &bus.Message{ID: "m"}}) }()
+	d := <-s.ready // taken off the channel, not yet counted by Receive
+	if n := handed(); n != 1 {
+		t.Fatalf("a delivery taken off the channel counts %d handed, want 1", n)
+	}
+	if !<-sent {
+		t.Fatal("offer reports the delivery not sent")
+	}
+	s.unsettled[d] = struct{}{}
+	d.settle()
+	d.settle() // a second settlement does not count it off twice
+	if n := handed(); n != 0 {
+		t.Fatalf("after settling, %d handed, want 0", n)
+	}
+	if off := qs.commitOffset(); off != 0 {
+		t.Errorf("commit offset %d with nothing pending and next 0", off)
+	}
+
+	// An offer that ctx ends before Receive takes it does not count.
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if s.offer(ctx, &delivery{s: s, qs: qs, offset: 8, msg: &bus.Message{ID: "n"}}) {
+		t.Fatal("offer with an ended context reports it sent")
+	}
+	if n := handed(); n != 0 {
+		t.Errorf("after an offer that was not taken, %d handed, want 0", n)
 	}
 }

@@ -62,7 +62,25 @@ type queueState struct {
 	pending   map[int64]struct{} // pulled, not settled
 	next      int64              // offset of the next pull
 	committed int64
-	handed    int // deliveries handed out and not settled
+	handed    int // deliveries offered to Receive or handed out, not settled
+}
+
+// offer hands d over to Receive unless ctx ends first. d counts as
+// handed from before the send, so that a release that follows sees it
+// even when Receive has not taken it in yet.
+func (s *subscription) offer(ctx context.Context, d *delivery) bool {
+	d.qs.mu.Lock()
+	d.qs.handed++
+	d.qs.mu.Unlock()
+	select {
+	case s.ready <- d:
+		return true
+	case <-ctx.Done():
+		d.qs.mu.Lock()
+		d.qs.handed--
+		d.qs.mu.Unlock()
+		return false
+	}
 }
 
 // commitOffset is the offset the group may resume from: the first
@@ -649,10 +667,7 @@ func (s *subscription) pull(ctx context.Context, qs *queueState) {
 		qs.mu.Unlock()
 		off = next
 		for _, m := range batch {
-			d := &delivery{s: s, qs: qs, offset: m.queueOffset, msg: m.toBus()}
-			select {
-			case s.ready <- d:
-			case <-ctx.Done():
+			if !s.offer(ctx, &delivery{s: s, qs: qs, offset: m.queueOffset, msg: m.toBus()}) {
 				return
 			}
 		}
@@ -663,9 +678,6 @@ func (s *subscription) pull(ctx context.Context, qs *queueState) {
 // one.
 func (s *subscription) Receive(ctx context.Context, max int) ([]driver.Delivery, error) {
 	ds, _, err := driver.FromChannel(ctx, s.ready, max, func(d *delivery) driver.Delivery {
-		d.qs.mu.Lock()
-		d.qs.handed++
-		d.qs.mu.Unlock()
 		s.mu.Lock()
 		s.unsettled[d] = struct{}{}
 		s.mu.Unlock()
@@ -778,13 +790,23 @@ func (d *delivery) Message() *bus.Message { return d.msg }
 
 // settle records the settlement: the offset may be committed.
 func (d *delivery) settle() {
+	held := d.s.drop(d)
 	d.qs.mu.Lock()
 	delete(d.qs.pending, d.offset)
-	d.qs.handed--
+	if held {
+		d.qs.handed--
+	}
 	d.qs.mu.Unlock()
-	d.s.mu.Lock()
-	delete(d.s.unsettled, d)
-	d.s.mu.Unlock()
+}
+
+// drop forgets an unsettled delivery and reports whether it was one, so
+// that of two who let it go only one counts it off.
+func (s *subscription) drop(d *delivery) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, held := s.unsettled[d]
+	delete(s.unsettled, d)
+	return held
 }
 
 func (d *delivery) Ack(ctx context.Context) error {
@@ -824,23 +846,31 @@ func (d *delivery) after(attempt int, err error) error {
 	delete(s.unsettled, d)
 	s.unsettled[again] = struct{}{}
 	s.mu.Unlock()
-	d.qs.mu.Lock()
-	d.qs.handed--
-	d.qs.mu.Unlock()
+	// The copy stays counted as handed while it waits, so that a release
+	// of its queue waits for it too. Once the queue is no longer pulled
+	// here (released, or the subscription closing), the copy is dropped:
+	// the offset is still pending, so whoever pulls the queue next reads
+	// the message again.
+	qs := d.qs
 	go func() {
 		select {
 		case <-time.After(redeliverPause):
-		case <-s.closing:
-			return
+			if !s.drop(again) {
+				return // Close gave it back
+			}
+			select {
+			case s.ready <- again:
+				return
+			case <-qs.done:
+			}
+		case <-qs.done:
+			if !s.drop(again) {
+				return
+			}
 		}
-		s.mu.Lock()
-		delete(s.unsettled, again)
-		s.mu.Unlock()
-		select {
-		case s.ready <- again:
-		case <-s.closing:
-			// Close reads the offset as pending; the group reads it again.
-		}
+		qs.mu.Lock()
+		qs.handed--
+		qs.mu.Unlock()
 	}()
 	return err
 }
