@@ -7,6 +7,7 @@ require (
 	github.com/omnibus-mq/omnibus/adapters/kafka v0.0.0-00010101000000-000000000000
 	github.com/omnibus-mq/omnibus/adapters/rabbitmq v0.0.0-00010101000000-000000000000
 	github.com/omnibus-mq/omnibus/adapters/redisstream v0.0.0-00010101000000-000000000000
+	github.com/omnibus-mq/omnibus/adapters/rocketmq v0.0.0-00010101000000-000000000000
 	github.com/omnibus-mq/omnibus/handlers v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.23.0
 )
@@ -32,6 +33,7 @@ replace (
 	github.com/omnibus-mq/omnibus/adapters/kafka => ../adapters/kafka
 	github.com/omnibus-mq/omnibus/adapters/rabbitmq => ../adapters/rabbitmq
 	github.com/omnibus-mq/omnibus/adapters/redisstream => ../adapters/redisstream
+	github.com/omnibus-mq/omnibus/adapters/rocketmq => ../adapters/rocketmq
 	github.com/omnibus-mq/omnibus/handlers => ../handlers
 	github.com/omnibus-mq/omnibus/internal/redisconn => ../internal/redisconn
 )

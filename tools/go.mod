@@ -15,6 +15,7 @@ require (
 	github.com/omnibus-mq/omnibus/adapters/kombu v0.0.0-00010101000000-000000000000
 	github.com/omnibus-mq/omnibus/adapters/rabbitmq v0.0.0-00010101000000-000000000000
 	github.com/omnibus-mq/omnibus/adapters/redisstream v0.0.0-00010101000000-000000000000
+	github.com/omnibus-mq/omnibus/adapters/rocketmq v0.0.0-00010101000000-000000000000
 	github.com/omnibus-mq/omnibus/adapters/watermill v0.0.0-00010101000000-000000000000
 	github.com/omnibus-mq/omnibus/celery/redisresult v0.0.0-00010101000000-000000000000
 	github.com/omnibus-mq/omnibus/handlers v0.0.0-00010101000000-000000000000
@@ -92,6 +93,7 @@ replace (
 	github.com/omnibus-mq/omnibus/adapters/kombu => ../adapters/kombu
 	github.com/omnibus-mq/omnibus/adapters/rabbitmq => ../adapters/rabbitmq
 	github.com/omnibus-mq/omnibus/adapters/redisstream => ../adapters/redisstream
+	github.com/omnibus-mq/omnibus/adapters/rocketmq => ../adapters/rocketmq
 	github.com/omnibus-mq/omnibus/adapters/watermill => ../adapters/watermill
 	github.com/omnibus-mq/omnibus/celery/redisresult => ../celery/redisresult
 	github.com/omnibus-mq/omnibus/handlers => ../handlers

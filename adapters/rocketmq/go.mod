@@ -1,0 +1,11 @@
+module github.com/omnibus-mq/omnibus/adapters/rocketmq
+
+go 1.26.0
+
+require github.com/omnibus-mq/omnibus v0.0.0-00010101000000-000000000000
+
+require github.com/google/uuid v1.6.0 // indirect
+
+// The modules of this repository are developed together (go.work) and
+// released together, with the same version.
+replace github.com/omnibus-mq/omnibus => ../..
