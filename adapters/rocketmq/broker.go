@@ -84,8 +84,8 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		opts:     opts,
 		clientID: fmt.Sprintf("%s@omnibus-%d-%s", host, os.Getpid(), id),
 		group:    "omnibus-producer-" + id,
-		ns:       newPool(opts.DialTimeout, nil),
-		brokers:  newPool(opts.DialTimeout, nil),
+		ns:       newPool(opts, nil),
+		brokers:  newPool(opts, nil),
 		routes:   map[string]*route{},
 		subs:     map[*subscription]struct{}{},
 	}
@@ -143,15 +143,16 @@ func (b *client) nsCall(ctx context.Context, code int, ext map[string]string) (*
 // pool holds one connection per address, dialed when first needed and
 // again when broken.
 type pool struct {
-	mu          sync.Mutex
-	conns       map[string]*conn
-	closed      bool
-	dialTimeout time.Duration
-	onRequest   func(*command)
+	mu           sync.Mutex
+	conns        map[string]*conn
+	closed       bool
+	dialTimeout  time.Duration
+	writeTimeout time.Duration
+	onRequest    func(*command)
 }
 
-func newPool(dialTimeout time.Duration, onRequest func(*command)) *pool {
-	return &pool{conns: map[string]*conn{}, dialTimeout: dialTimeout, onRequest: onRequest}
+func newPool(opts Options, onRequest func(*command)) *pool {
+	return &pool{conns: map[string]*conn{}, dialTimeout: opts.DialTimeout, writeTimeout: opts.RequestTimeout, onRequest: onRequest}
 }
 
 func (p *pool) get(ctx context.Context, addr string) (*conn, error) {
@@ -165,7 +166,7 @@ func (p *pool) get(ctx context.Context, addr string) (*conn, error) {
 	if c != nil && !c.broken() {
 		return c, nil
 	}
-	nc, err := dial(ctx, addr, p.dialTimeout, p.onRequest)
+	nc, err := dial(ctx, addr, p.dialTimeout, p.writeTimeout, p.onRequest)
 	if err != nil {
 		return nil, err
 	}

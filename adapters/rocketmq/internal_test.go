@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"reflect"
 	"strings"
 	"testing"
@@ -157,5 +158,56 @@ func TestOfferedCountsAsHanded(t *testing.T) {
 	}
 	if n := handed(); n != 0 {
 		t.Errorf("after an offer that was not taken, %d handed, want 0", n)
+	}
+}
+
+// A peer that stops reading breaks the connection once a write has waited
+// writeFor: the caller in the write and the one queued behind its lock
+// both get an error instead of hanging.
+func TestStalledWriteBreaksConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err == nil {
+			accepted <- nc // held open, never read
+		}
+	}()
+	c, err := dial(t.Context(), ln.Addr().String(), time.Second, 200*time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	defer func() {
+		select {
+		case nc := <-accepted:
+			nc.Close()
+		default:
+		}
+	}()
+	big := make([]byte, 64<<20) // more than the socket buffers take in
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := c.call(context.Background(), codeHeartbeat, nil, big)
+			errs <- err
+		}()
+	}
+	for range 2 {
+		select {
+		case err := <-errs:
+			if err == nil {
+				t.Fatal("a call on a connection whose peer does not read succeeded")
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a call on a connection whose peer does not read did not return")
+		}
+	}
+	if !c.broken() {
+		t.Error("the connection is not marked broken after a stalled write")
 	}
 }

@@ -91,6 +91,7 @@ type conn struct {
 	addr      string
 	nc        net.Conn
 	wmu       sync.Mutex
+	writeFor  time.Duration // a write not done in this long breaks the connection
 	next      atomic.Int32
 	mu        sync.Mutex
 	pending   map[int32]chan *command
@@ -100,7 +101,11 @@ type conn struct {
 	onRequest func(*command)
 }
 
-func dial(ctx context.Context, addr string, timeout time.Duration, onRequest func(*command)) (*conn, error) {
+// dial connects to addr. A write to the connection that has not finished
+// after writeFor (a peer that stopped reading, a cut link) breaks the
+// connection, so that it fails every request waiting on it rather than
+// holding them behind its write lock.
+func dial(ctx context.Context, addr string, timeout, writeFor time.Duration, onRequest func(*command)) (*conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -109,6 +114,7 @@ func dial(ctx context.Context, addr string, timeout time.Duration, onRequest fun
 	c := &conn{
 		addr:      addr,
 		nc:        nc,
+		writeFor:  writeFor,
 		pending:   map[int32]chan *command{},
 		done:      make(chan struct{}),
 		readDone:  make(chan struct{}),
@@ -217,6 +223,9 @@ func (c *conn) write(cmd *command) error {
 	frame = append(frame, cmd.body...)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.writeFor > 0 {
+		c.nc.SetWriteDeadline(time.Now().Add(c.writeFor))
+	}
 	if _, err := c.nc.Write(frame); err != nil {
 		c.fail(err)
 		return err

@@ -116,7 +116,7 @@ func (b *client) subscribe(ctx context.Context, topic string, opts bus.Subscribe
 	s.log = func(msg string, args ...any) {
 		b.opts.Logger.Warn("rocketmq: "+msg, append([]any{"topic", topic, "group", opts.Group}, args...)...)
 	}
-	s.conns = newPool(b.opts.DialTimeout, func(cmd *command) {
+	s.conns = newPool(b.opts, func(cmd *command) {
 		if cmd.Code == codeNotifyConsumerIDs {
 			s.trigger()
 		}
