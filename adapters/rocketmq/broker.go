@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net/url"
 	"os"
 	"sort"
@@ -15,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf16"
 
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/bus/driver"
@@ -410,9 +410,7 @@ func (b *client) send(ctx context.Context, rtopic string, out []outgoing, keys [
 	for i, o := range out {
 		q := keyless
 		if keys != nil && keys[i] != "" {
-			h := fnv.New32a()
-			h.Write([]byte(keys[i]))
-			q = h.Sum32() % n
+			q = keyQueue(keys[i], n)
 		}
 		if _, seen := byQueue[q]; !seen {
 			order = append(order, q)
@@ -453,6 +451,27 @@ func (b *client) send(ctx context.Context, rtopic string, out []outgoing, keys [
 		return &bus.PublishError{Unconfirmed: failed, Err: b.publishErr(ctx, firstErr)}
 	}
 	return b.publishErr(ctx, firstErr)
+}
+
+// keyQueue is the queue of n that key picks: |hashCode(key) % n| with
+// Java's String.hashCode, as the Java client's SelectMessageQueueByHash
+// computes it.
+func keyQueue(key string, n uint32) uint32 {
+	q := javaStringHash(key) % int32(n)
+	if q < 0 {
+		q = -q
+	}
+	return uint32(q)
+}
+
+// javaStringHash is Java's String.hashCode of s: the sum of its UTF-16
+// code units times powers of 31, in 32-bit arithmetic.
+func javaStringHash(s string) int32 {
+	var h int32
+	for _, u := range utf16.Encode([]rune(s)) {
+		h = 31*h + int32(u)
+	}
+	return h
 }
 
 func isStaleRoute(err error) bool {

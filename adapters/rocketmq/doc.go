@@ -44,7 +44,10 @@
 // Publish returns once the broker has answered the send: with the broker
 // in SYNC_FLUSH mode (as scripts/brokers runs it) that is after the
 // message is on disk; a "flush timeout" answer is an error. A message's
-// Key picks its queue by FNV-1a hash; the keyless messages of one call
+// Key picks its queue as the Java client's SelectMessageQueueByHash does
+// (the key's Java String.hashCode, modulo the topic's writable queues in
+// the order of the route), so that Go and Java producers of one key write
+// to one queue and keep one order; the keyless messages of one call
 // share one queue, taken in turn from call to call. The messages of one
 // queue go in batches of up to 256 messages or 1 MiB (SEND_BATCH_MESSAGE).
 // The ID, key, publish time (nanoseconds) and headers travel as message

@@ -211,3 +211,37 @@ func TestStalledWriteBreaksConnection(t *testing.T) {
 		t.Error("the connection is not marked broken after a stalled write")
 	}
 }
+
+// Keys pick queues as the Java client's SelectMessageQueueByHash does;
+// the hashes are Java's String.hashCode values.
+func TestKeyQueueMatchesJava(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		hash int32
+	}{
+		{"", 0},
+		{"abc", 96354},
+		{"hello", 99162322},
+		{"Hello", 69609650},
+		{"polygenelubricants", -2147483648}, // overflows to Integer.MIN_VALUE
+		{"😀", 1772899},                      // a surrogate pair: two code units
+	} {
+		if got := javaStringHash(tc.key); got != tc.hash {
+			t.Errorf("javaStringHash(%q) = %d, want %d", tc.key, got, tc.hash)
+		}
+	}
+	for _, tc := range []struct {
+		key  string
+		n    uint32
+		want uint32
+	}{
+		{"hello", 8, 99162322 % 8},
+		{"polygenelubricants", 3, 2}, // |MIN_VALUE % 3|
+		{"polygenelubricants", 8, 0},
+		{"Hello", 5, 69609650 % 5},
+	} {
+		if got := keyQueue(tc.key, tc.n); got != tc.want {
+			t.Errorf("keyQueue(%q, %d) = %d, want %d", tc.key, tc.n, got, tc.want)
+		}
+	}
+}
