@@ -7,12 +7,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"os"
 	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf16"
 
@@ -49,6 +52,7 @@ type client struct {
 
 	mu     sync.Mutex
 	routes map[string]*route
+	faulty map[string]time.Time // brokers keyless sends avoid, until when
 	subs   map[*subscription]struct{}
 	rr     atomic.Uint32
 	nsub   atomic.Int64 // numbers the subscriptions, whose member IDs must differ
@@ -59,11 +63,17 @@ type client struct {
 type route struct {
 	write []queueRef // queues messages are sent to, sorted
 	read  []queueRef // queues consumers pull, sorted
+	at    time.Time  // when the name servers said it
 }
+
+// routeFor is how long a cached route serves sends before the name
+// servers are asked again (so that a broker group that comes back gets
+// its share again); a route that fails is refreshed at once.
+const routeFor = 30 * time.Second
 
 type queueRef struct {
 	broker string // broker name
-	addr   string // master's address
+	addr   string // the address sends (the master) or pulls (master or slave) go to
 	id     int
 }
 
@@ -87,6 +97,7 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		ns:       newPool(opts, nil),
 		brokers:  newPool(opts, nil),
 		routes:   map[string]*route{},
+		faulty:   map[string]time.Time{},
 		subs:     map[*subscription]struct{}{},
 	}
 	dctx, cancel := context.WithTimeout(ctx, opts.DialTimeout)
@@ -199,8 +210,44 @@ func (p *pool) close() {
 	}
 }
 
-// clusterMasters returns the addresses of every master broker.
-func (b *client) clusterMasters(ctx context.Context) ([]string, error) {
+// BrokerGroup is one broker group of a RocketMQ cluster, as the name
+// servers list it: a master (broker id 0) and its slaves.
+type BrokerGroup struct {
+	Cluster string         // the cluster the group belongs to
+	Name    string         // the broker name, shared by the group's nodes
+	Addrs   map[int]string // address by broker id; 0 is the master
+}
+
+// Master returns the address of the group's master, "" while the name
+// servers list none (it is down, or has not registered yet).
+func (g BrokerGroup) Master() string { return g.Addrs[0] }
+
+// reader returns the address consumers pull the group's queues from: the
+// master, or while it is missing the slave with the lowest id.
+func (g BrokerGroup) reader() string {
+	if a := g.Addrs[0]; a != "" {
+		return a
+	}
+	ids := make([]int, 0, len(g.Addrs))
+	for id := range g.Addrs {
+		ids = append(ids, id)
+	}
+	sort.Ints(ids)
+	if len(ids) == 0 {
+		return ""
+	}
+	return g.Addrs[ids[0]]
+}
+
+// Cluster returns the broker groups the name servers list, sorted by
+// name.
+func (b *Broker) Cluster(ctx context.Context) ([]BrokerGroup, error) {
+	ctx, cancel := b.c.requestCtx(ctx)
+	defer cancel()
+	return b.c.clusterGroups(ctx)
+}
+
+func (b *client) clusterGroups(ctx context.Context) ([]BrokerGroup, error) {
 	resp, err := b.nsCall(ctx, codeGetClusterInfo, nil)
 	if err != nil {
 		return nil, err
@@ -210,16 +257,45 @@ func (b *client) clusterMasters(ctx context.Context) ([]string, error) {
 	}
 	var info struct {
 		BrokerAddrTable map[string]struct {
+			Cluster     string            `json:"cluster"`
 			BrokerAddrs map[string]string `json:"brokerAddrs"`
 		} `json:"brokerAddrTable"`
 	}
 	if err := json.Unmarshal(fixJSON(resp.body), &info); err != nil {
 		return nil, fmt.Errorf("rocketmq: cluster info: %w", err)
 	}
+	var out []BrokerGroup
+	for name, bd := range info.BrokerAddrTable {
+		g := BrokerGroup{Cluster: bd.Cluster, Name: name, Addrs: map[int]string{}}
+		for id, a := range bd.BrokerAddrs {
+			if n, err := strconv.Atoi(id); err == nil && a != "" {
+				g.Addrs[n] = a
+			}
+		}
+		out = append(out, g)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// clusterMasters returns the addresses of every master broker.
+func (b *client) clusterMasters(ctx context.Context) ([]string, error) {
+	return b.clusterNodes(ctx, true)
+}
+
+// clusterNodes returns the addresses of every broker, or of the masters
+// only, sorted.
+func (b *client) clusterNodes(ctx context.Context, mastersOnly bool) ([]string, error) {
+	groups, err := b.clusterGroups(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []string
-	for _, bd := range info.BrokerAddrTable {
-		if a := bd.BrokerAddrs["0"]; a != "" {
-			out = append(out, a)
+	for _, g := range groups {
+		for id, a := range g.Addrs {
+			if id == 0 || !mastersOnly {
+				out = append(out, a)
+			}
 		}
 	}
 	sort.Strings(out)
@@ -256,24 +332,26 @@ func (b *client) fetchRoute(ctx context.Context, topic string) (*route, error) {
 	if err := json.Unmarshal(fixJSON(resp.body), &data); err != nil {
 		return nil, fmt.Errorf("rocketmq: route of %s: %w", topic, err)
 	}
-	masters := map[string]string{}
+	// Sends go to masters only; pulls go to the master, or to a slave
+	// while the master is down, so that consumption goes on.
+	masters, readers := map[string]string{}, map[string]string{}
 	for _, bd := range data.BrokerDatas {
-		if a := bd.BrokerAddrs["0"]; a != "" {
-			masters[bd.BrokerName] = a
+		g := BrokerGroup{Name: bd.BrokerName, Addrs: map[int]string{}}
+		for id, a := range bd.BrokerAddrs {
+			if n, err := strconv.Atoi(id); err == nil && a != "" {
+				g.Addrs[n] = a
+			}
 		}
+		masters[g.Name], readers[g.Name] = g.Master(), g.reader()
 	}
-	rt := &route{}
+	rt := &route{at: time.Now()}
 	for _, qd := range data.QueueDatas {
-		addr := masters[qd.BrokerName]
-		if addr == "" {
-			continue
-		}
-		if qd.Perm&2 != 0 {
+		if addr := masters[qd.BrokerName]; addr != "" && qd.Perm&2 != 0 {
 			for i := range qd.WriteQueueNums {
 				rt.write = append(rt.write, queueRef{qd.BrokerName, addr, i})
 			}
 		}
-		if qd.Perm&4 != 0 {
+		if addr := readers[qd.BrokerName]; addr != "" && qd.Perm&4 != 0 {
 			for i := range qd.ReadQueueNums {
 				rt.read = append(rt.read, queueRef{qd.BrokerName, addr, i})
 			}
@@ -290,7 +368,7 @@ func (b *client) fetchRoute(ctx context.Context, topic string) (*route, error) {
 	sort.Slice(rt.write, less(rt.write))
 	sort.Slice(rt.read, less(rt.read))
 	if len(rt.write) == 0 && len(rt.read) == 0 {
-		return nil, fmt.Errorf("%w: %s has no queues on a reachable master", errNoTopic, topic)
+		return nil, fmt.Errorf("%w: %s has no queues on a broker the name servers list", errNoTopic, topic)
 	}
 	return rt, nil
 }
@@ -299,19 +377,22 @@ func (b *client) fetchRoute(ctx context.Context, topic string) (*route, error) {
 // creating the topic when it is missing and queues > 0 (and creation is
 // allowed).
 func (b *client) route(ctx context.Context, topic string, queues int, fresh bool) (*route, error) {
-	if !fresh {
-		b.mu.Lock()
-		rt := b.routes[topic]
-		b.mu.Unlock()
-		if rt != nil {
-			return rt, nil
-		}
+	b.mu.Lock()
+	cached := b.routes[topic]
+	b.mu.Unlock()
+	if !fresh && cached != nil && time.Since(cached.at) < routeFor {
+		return cached, nil
 	}
 	rt, err := b.fetchRoute(ctx, topic)
 	if errors.Is(err, errNoTopic) && queues > 0 && !b.opts.NoTopicCreation {
 		rt, err = b.createTopic(ctx, topic, queues)
 	}
 	if err != nil {
+		if !fresh && cached != nil && !errors.Is(err, errNoTopic) && ctx.Err() == nil {
+			// The name servers cannot be asked just now: the route
+			// they gave last serves on.
+			return cached, nil
+		}
 		return nil, err
 	}
 	b.mu.Lock()
@@ -323,12 +404,9 @@ func (b *client) route(ctx context.Context, topic string, queues int, fresh bool
 // createTopic creates topic on every master broker and waits until the
 // name servers route it.
 func (b *client) createTopic(ctx context.Context, topic string, queues int) (*route, error) {
-	masters, err := b.clusterMasters(ctx)
+	groups, err := b.clusterGroups(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if len(masters) == 0 {
-		return nil, errors.New("rocketmq: the name servers know no master broker")
 	}
 	ext := map[string]string{
 		"topic":           topic,
@@ -340,13 +418,39 @@ func (b *client) createTopic(ctx context.Context, topic string, queues int) (*ro
 		"topicSysFlag":    "0",
 		"order":           "false",
 	}
-	for _, addr := range masters {
+	create := func(addr string) error {
 		c, err := b.brokers.get(ctx, addr)
-		if err != nil {
-			return nil, err
+		if err == nil {
+			_, err = c.callOK(ctx, codeCreateTopic, ext, nil)
 		}
-		if _, err := c.callOK(ctx, codeCreateTopic, ext, nil); err != nil {
-			return nil, fmt.Errorf("rocketmq: creating topic %s on %s: %w", topic, addr, err)
+		if err != nil {
+			return fmt.Errorf("rocketmq: creating topic %s on %s: %w", topic, addr, err)
+		}
+		return nil
+	}
+	masters := 0
+	for _, g := range groups {
+		if a := g.Master(); a != "" {
+			if err := create(a); err != nil {
+				return nil, err
+			}
+			masters++
+		}
+	}
+	if masters == 0 {
+		return nil, errors.New("rocketmq: the name servers know no master broker")
+	}
+	// The slaves too: a slave copies its master's topics only every few
+	// seconds, and refuses pulls of a topic it does not know, so that a
+	// master lost right after the creation would leave its messages
+	// unreadable until it came back.
+	for _, g := range groups {
+		for id, a := range g.Addrs {
+			if id != 0 && g.Master() != "" {
+				if err := create(a); err != nil && ctx.Err() == nil {
+					b.opts.Logger.Warn("rocketmq: creating a topic on a slave failed; it copies it from its master later", "err", err)
+				}
+			}
 		}
 	}
 	for {
@@ -368,6 +472,7 @@ func (b *client) createTopic(ctx context.Context, topic string, queues int) (*ro
 // outgoing is one message ready to send.
 type outgoing struct {
 	index int // in the caller's batch
+	key   string
 	body  []byte
 	props string
 }
@@ -383,64 +488,37 @@ func (b *client) Send(ctx context.Context, topic string, msgs []*bus.Message) er
 		if err != nil {
 			return fmt.Errorf("message %d: %w", i, err)
 		}
-		out[i] = outgoing{index: i, body: m.Body, props: props}
+		out[i] = outgoing{index: i, key: m.Key, body: m.Body, props: props}
 	}
-	keys := make([]string, len(msgs))
-	for i, m := range msgs {
-		keys[i] = m.Key
-	}
-	return b.send(ctx, Name(topic, maxTopicLen), out, keys)
+	return b.send(ctx, Name(topic, maxTopicLen), out)
 }
 
-// send delivers out to rtopic; keys[i] picks the queue of out[i].
-func (b *client) send(ctx context.Context, rtopic string, out []outgoing, keys []string) error {
+// send delivers out to rtopic. Messages whose broker cannot be reached
+// go once more, on a fresh route: a keyless one to a queue of another
+// broker group, a keyed one to the queue its key picks among the queues
+// the name servers still route (as the Java client's hash selection
+// does, which moves keys when a group leaves the route).
+func (b *client) send(ctx context.Context, rtopic string, out []outgoing) error {
 	ctx, cancel := b.requestCtx(ctx)
 	defer cancel()
 	rt, err := b.route(ctx, rtopic, b.opts.Queues, false)
 	if err != nil {
 		return b.publishErr(ctx, err)
 	}
-	if len(rt.write) == 0 {
-		return fmt.Errorf("rocketmq: topic %s has no writable queue", rtopic)
-	}
-	n := uint32(len(rt.write))
-	keyless := b.rr.Add(1) % n
-	byQueue := map[uint32][]outgoing{}
-	var order []uint32
-	for i, o := range out {
-		q := keyless
-		if keys != nil && keys[i] != "" {
-			q = keyQueue(keys[i], n)
-		}
-		if _, seen := byQueue[q]; !seen {
-			order = append(order, q)
-		}
-		byQueue[q] = append(byQueue[q], o)
-	}
-	var failed []int
-	var firstErr error
-	for _, q := range order {
-		group := byQueue[q]
-		for len(group) > 0 {
-			batch := cutBatch(group)
-			group = group[len(batch):]
-			if firstErr == nil {
-				err := b.sendBatch(ctx, rtopic, rt.write[q], batch)
-				if err != nil && isStaleRoute(err) {
-					// The topic moved or was recreated: once more with a
-					// fresh route.
-					if rt2, err2 := b.route(ctx, rtopic, 0, true); err2 == nil && len(rt2.write) > int(q) {
-						err = b.sendBatch(ctx, rtopic, rt2.write[q], batch)
-					}
-				}
-				if err == nil {
-					continue
-				}
-				firstErr = err
+	moved, failed, firstErr := b.sendRoute(ctx, rtopic, rt, out, true)
+	if len(moved) > 0 {
+		var f []int
+		rt, err = b.route(ctx, rtopic, 0, true)
+		if err == nil {
+			_, f, err = b.sendRoute(ctx, rtopic, rt, moved, false)
+		} else {
+			for _, o := range moved {
+				f = append(f, o.index)
 			}
-			for _, o := range batch {
-				failed = append(failed, o.index)
-			}
+		}
+		failed = append(failed, f...)
+		if firstErr == nil {
+			firstErr = err
 		}
 	}
 	if firstErr == nil {
@@ -451,6 +529,111 @@ func (b *client) send(ctx context.Context, rtopic string, out []outgoing, keys [
 		return &bus.PublishError{Unconfirmed: failed, Err: b.publishErr(ctx, firstErr)}
 	}
 	return b.publishErr(ctx, firstErr)
+}
+
+// sendRoute sends out along rt. With mayMove, the messages of a broker
+// that cannot be reached are returned as moved instead of failed; once a
+// send failed otherwise, the rest fail unsent.
+func (b *client) sendRoute(ctx context.Context, rtopic string, rt *route, out []outgoing, mayMove bool) (moved []outgoing, failed []int, firstErr error) {
+	if len(rt.write) == 0 {
+		for _, o := range out {
+			failed = append(failed, o.index)
+		}
+		return nil, failed, fmt.Errorf("rocketmq: topic %s has no writable queue", rtopic)
+	}
+	n := uint32(len(rt.write))
+	keyless := b.pickKeyless(rt)
+	byQueue := map[uint32][]outgoing{}
+	var order []uint32
+	for _, o := range out {
+		q := keyless
+		if o.key != "" {
+			q = keyQueue(o.key, n)
+		}
+		if _, seen := byQueue[q]; !seen {
+			order = append(order, q)
+		}
+		byQueue[q] = append(byQueue[q], o)
+	}
+	down := map[string]bool{} // brokers found unreachable in this call
+	for _, q := range order {
+		group := byQueue[q]
+		ref := rt.write[q]
+		for len(group) > 0 {
+			if firstErr != nil {
+				for _, o := range group {
+					failed = append(failed, o.index)
+				}
+				break
+			}
+			if mayMove && down[ref.addr] {
+				moved = append(moved, group...)
+				break
+			}
+			batch := cutBatch(group)
+			err := b.sendBatch(ctx, rtopic, ref, batch)
+			if err != nil && isStaleRoute(err) {
+				// The topic moved or was recreated: once more with a
+				// fresh route.
+				if rt2, err2 := b.route(ctx, rtopic, 0, true); err2 == nil && len(rt2.write) > int(q) {
+					ref = rt2.write[q]
+					err = b.sendBatch(ctx, rtopic, ref, batch)
+				}
+			}
+			b.noteSend(ctx, ref.addr, err)
+			switch {
+			case err == nil:
+				group = group[len(batch):]
+			case mayMove && ctx.Err() == nil && unreachable(err):
+				down[ref.addr] = true
+			default:
+				firstErr = err
+			}
+		}
+	}
+	return moved, failed, firstErr
+}
+
+// pickKeyless returns the queue for the keyless messages of one send:
+// the next in turn, passing over queues of brokers that could not be
+// reached lately while another broker's queue is left.
+func (b *client) pickKeyless(rt *route) uint32 {
+	n := uint32(len(rt.write))
+	start := b.rr.Add(1) % n
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	for i := range n {
+		q := (start + i) % n
+		if until, bad := b.faulty[rt.write[q].addr]; !bad || now.After(until) {
+			return q
+		}
+	}
+	return start
+}
+
+// faultyFor is how long keyless sends avoid a broker that could not be
+// reached.
+const faultyFor = 10 * time.Second
+
+// noteSend records whether a send to addr reached the broker.
+func (b *client) noteSend(ctx context.Context, addr string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case err == nil:
+		delete(b.faulty, addr)
+	case ctx.Err() == nil && unreachable(err):
+		b.faulty[addr] = time.Now().Add(faultyFor)
+	}
+}
+
+// unreachable reports an error of the connection to a broker rather than
+// an answer of the broker: the broker may be down or cut off.
+func unreachable(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, errConnClosed) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // keyQueue is the queue of n that key picks: |hashCode(key) % n| with

@@ -3,6 +3,7 @@ package rocketmq
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -228,18 +229,29 @@ func (s *subscription) heartbeat(ctx context.Context) error {
 		}},
 		"producerDataSet": []any{},
 	})
-	masters, err := s.b.clusterMasters(ctx)
+	// Slaves too: while a master is down, its queues are pulled from a
+	// slave, which must know the group's members.
+	nodes, err := s.b.clusterNodes(ctx, false)
 	if err != nil {
 		return err
 	}
-	for _, addr := range masters {
+	var errs []error
+	for _, addr := range nodes {
 		c, err := s.conns.get(ctx, addr)
+		if err == nil {
+			_, err = c.callOK(ctx, codeHeartbeat, nil, body)
+		}
 		if err != nil {
-			return err
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 		}
-		if _, err := c.callOK(ctx, codeHeartbeat, nil, body); err != nil {
-			return err
-		}
+	}
+	if len(errs) == len(nodes) && len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if len(errs) > 0 && ctx.Err() == nil {
+		// A broker that is down does not keep the others from serving
+		// the group; the next heartbeat tries it again.
+		s.log("heartbeat failed on some brokers", "err", errors.Join(errs...))
 	}
 	s.mu.Lock()
 	s.hbAt = time.Now()
@@ -765,11 +777,11 @@ func (s *subscription) unlockAll(ctx context.Context) {
 }
 
 func (s *subscription) unregister(ctx context.Context) {
-	masters, err := s.b.clusterMasters(ctx)
+	nodes, err := s.b.clusterNodes(ctx, false)
 	if err != nil {
 		return
 	}
-	for _, addr := range masters {
+	for _, addr := range nodes {
 		c, err := s.conns.get(ctx, addr)
 		if err != nil {
 			continue
@@ -825,7 +837,7 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, attempts int)
 func (d *delivery) DeadLetter(ctx context.Context, topic string, dead *bus.Message) error {
 	props, err := encodeProperties(dead)
 	if err == nil {
-		err = d.s.b.send(ctx, Name(topic, maxTopicLen), []outgoing{{body: dead.Body, props: props}}, []string{dead.Key})
+		err = d.s.b.send(ctx, Name(topic, maxTopicLen), []outgoing{{key: dead.Key, body: dead.Body, props: props}})
 	}
 	return d.after(d.msg.Attempt, err)
 }
@@ -890,7 +902,7 @@ func (d *delivery) requeue(ctx context.Context, attempt int, delay time.Duration
 	if err != nil {
 		return err
 	}
-	return d.s.b.send(ctx, d.s.retryTopic, []outgoing{{body: d.msg.Body, props: props}}, []string{d.msg.Key})
+	return d.s.b.send(ctx, d.s.retryTopic, []outgoing{{key: d.msg.Key, body: d.msg.Body, props: props}})
 }
 
 var _ driver.Subscription = (*subscription)(nil)
