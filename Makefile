@@ -137,7 +137,7 @@ fuzz:
 	  done; \
 	done
 
-## cluster-up / cluster-down: a replicated cluster of NAME (kafka, redis, rabbitmq) in network
+## cluster-up / cluster-down: a replicated cluster of NAME (kafka, redis, rabbitmq, rocketmq) in network
 ## namespaces of its own (scripts/clusters; root). scripts/clusters exec CMD
 ## runs CMD where the cluster can be reached.
 NAME ?= kafka
@@ -151,7 +151,7 @@ cluster-down:
 ## cluster-test: for each broker family with a cluster (CLUSTERS), bring the
 ## cluster up, run the conformance suite, the group and failure tests, the
 ## task tests and the SMS end-to-end test against it, and tear it down.
-CLUSTERS ?= kafka redis rabbitmq
+CLUSTERS ?= kafka redis rabbitmq rocketmq
 cluster-test:
-	scripts/brokers up kafka redis rabbitmq
+	scripts/brokers up kafka redis rabbitmq rocketmq
 	scripts/cluster-test $(CLUSTERS)

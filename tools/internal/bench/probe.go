@@ -514,12 +514,23 @@ func probeRocketMQ(ctx context.Context, u *url.URL, info *BrokerInfo) {
 	}
 	d := ds[0]
 	info.Version, info.VersionSource = strings.TrimPrefix(strings.ReplaceAll(d.Version, "_", "."), "V"), "GET_BROKER_RUNTIME_INFO brokerVersionDesc"
-	for _, k := range []string{"flushDiskType", "brokerRole", "maxMessageSize", "timerWheelEnable", "flushCommitLogTimed", "syncFlushTimeout"} {
+	for _, k := range []string{"flushDiskType", "brokerRole", "inSyncReplicas", "maxMessageSize", "timerWheelEnable", "flushCommitLogTimed", "syncFlushTimeout"} {
 		if v, ok := d.Config[k]; ok {
 			set[k] = v
 		}
 	}
 	set["masters"] = strconv.Itoa(len(ds))
+	if gs, err := b.Cluster(ctx); err == nil {
+		slaves := 0
+		for _, g := range gs {
+			for id := range g.Addrs {
+				if id != 0 {
+					slaves++
+				}
+			}
+		}
+		set["groups"], set["slaves"] = strconv.Itoa(len(gs)), strconv.Itoa(slaves)
+	}
 	switch d.Config["flushDiskType"] {
 	case "SYNC_FLUSH":
 		info.Durability.Summary = "send acknowledged once the master broker has flushed the message to disk (flushDiskType=SYNC_FLUSH)"
@@ -527,6 +538,12 @@ func probeRocketMQ(ctx context.Context, u *url.URL, info *BrokerInfo) {
 		info.Durability.Summary = "send acknowledged from the master broker's page cache; the disk flush follows (flushDiskType=ASYNC_FLUSH): a machine crash can lose the last writes"
 	}
 	if d.Config["brokerRole"] == "SYNC_MASTER" {
-		info.Durability.Summary += "; replicated to a slave before the acknowledgement (SYNC_MASTER)"
+		// RocketMQ 5 waits for inSyncReplicas copies, the master's
+		// included: at 1, SYNC_MASTER answers before any slave has it.
+		if n, _ := strconv.Atoi(d.Config["inSyncReplicas"]); n >= 2 {
+			info.Durability.Summary += fmt.Sprintf("; on %d brokers of its group, the master included, before the acknowledgement (SYNC_MASTER, inSyncReplicas=%d)", n, n)
+		} else {
+			info.Durability.Summary += "; NOT replicated before the acknowledgement: SYNC_MASTER with inSyncReplicas=" + d.Config["inSyncReplicas"] + " does not wait for a slave"
+		}
 	}
 }
