@@ -55,9 +55,14 @@
 // is also the message's KEYS, which the broker indexes. Headers cannot
 // hold the bytes 0x01 and 0x02 (RocketMQ's property separators), and the
 // properties of a message are limited to 32767 bytes. Bodies are sent
-// uncompressed. Options.MaxMessageSize is checked before anything is sent;
-// when some batches of a call are stored and others not, the error is a
-// *bus.PublishError.
+// as they are unless Options.Compression names zlib, lz4 or zstd: then a
+// body of at least Options.CompressOver bytes (4 KiB, the Java client's
+// threshold, by default) goes compressed when that makes it shorter, with
+// the compressed bit and the type in its system flag, as RocketMQ 5's
+// clients mark it (clients before 5 read every compressed body as zlib,
+// so they need zlib). Options.MaxMessageSize is checked before anything
+// is sent, on the uncompressed message; when some batches of a call are
+// stored and others not, the error is a *bus.PublishError.
 //
 // # Consuming
 //
@@ -73,6 +78,13 @@
 // long-poll (Options.PollTimeout) and are cancelled at once when the
 // subscription closes. A group new to a topic reads it from its first
 // message (CONSUME_FROM_FIRST_OFFSET).
+//
+// A compressed body is inflated, whatever its producer: zlib (also when
+// the system flag has no type, as clients before RocketMQ 5 write it),
+// the LZ4 frame format and zstd. A body that would inflate past
+// Options.MaxInflatedSize (64 MiB by default), or that does not decode,
+// is passed over undelivered: the error is logged with the message's
+// queue and offset, and the messages after it are delivered.
 //
 // Deliveries are handed out in queue order, at most Prefetch unsettled at
 // once, and may be settled in any order: a queue's consume offset, stored

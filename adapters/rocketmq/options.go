@@ -24,6 +24,12 @@ const (
 	DefaultCommitInterval = time.Second
 	DefaultRebalance      = time.Second
 	DefaultDrainTimeout   = 5 * time.Second
+	// DefaultCompressOver is the Java client's compressMsgBodyOverHowmuch.
+	DefaultCompressOver = 4 << 10
+	// DefaultMaxInflatedSize is 16 times the broker's default
+	// maxMessageSize (4 MiB), the limit the Java client also puts, by
+	// default, on a body before it compresses it.
+	DefaultMaxInflatedSize = 64 << 20
 )
 
 // MaxMessageSizeLimit is the largest Options.MaxMessageSize allowed: the
@@ -69,6 +75,23 @@ type Options struct {
 	// another member waits for the deliveries it holds from that queue to
 	// be settled before it lets the queue go. Default DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// Compression compresses the bodies Publish sends that are at least
+	// CompressOver bytes long, when that makes them shorter, and marks the
+	// type in the message's system flag as RocketMQ 5 clients do.
+	// Consumers need a RocketMQ 5 client (or this package) for lz4 and
+	// zstd: older clients take every compressed body for zlib.
+	// MaxMessageSize applies to the uncompressed message. Default
+	// CompressionNone.
+	Compression Compression
+	// CompressOver is the body length from which Compression applies.
+	// Default DefaultCompressOver.
+	CompressOver int
+	// MaxInflatedSize is the most bytes the compressed body of a pulled
+	// message may inflate to. A message over it is not delivered: it is
+	// logged with its queue offset and passed over. The broker bounds
+	// the stored (compressed) body, 4 MiB by default, which zlib alone
+	// can inflate a thousandfold. Default DefaultMaxInflatedSize.
+	MaxInflatedSize int
 	// Logger receives errors of the background work (pulling, committing,
 	// rebalancing), which is retried. Default slog.Default().
 	Logger *slog.Logger
@@ -102,6 +125,12 @@ func (o Options) withDefaults() Options {
 	if o.DrainTimeout == 0 {
 		o.DrainTimeout = DefaultDrainTimeout
 	}
+	if o.CompressOver == 0 {
+		o.CompressOver = DefaultCompressOver
+	}
+	if o.MaxInflatedSize == 0 {
+		o.MaxInflatedSize = DefaultMaxInflatedSize
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -125,6 +154,15 @@ func (o Options) Validate() error {
 	}
 	if o.MaxMessageSize < 0 || o.MaxMessageSize > MaxMessageSizeLimit {
 		add("MaxMessageSize %d: want 1-%d", o.MaxMessageSize, MaxMessageSizeLimit)
+	}
+	if o.Compression < CompressionNone || o.Compression > CompressionZstd {
+		add("Compression %d: want none, zlib, lz4 or zstd", int(o.Compression))
+	}
+	if o.CompressOver < 0 {
+		add("CompressOver %d is negative", o.CompressOver)
+	}
+	if o.MaxInflatedSize < 0 {
+		add("MaxInflatedSize %d is negative", o.MaxInflatedSize)
 	}
 	for name, d := range map[string]time.Duration{
 		"DialTimeout": o.DialTimeout, "RequestTimeout": o.RequestTimeout, "PollTimeout": o.PollTimeout,
@@ -158,6 +196,9 @@ func (o Options) Validate() error {
 //	commit_interval     Options.CommitInterval
 //	rebalance_interval  Options.RebalanceInterval
 //	drain_timeout       Options.DrainTimeout
+//	compression         Options.Compression: none, zlib, lz4 or zstd
+//	compress_over       Options.CompressOver
+//	max_inflated_size   Options.MaxInflatedSize
 const Scheme = "rocketmq"
 
 // ParseURL returns the Options a rocketmq:// URL describes. Errors match
@@ -191,6 +232,17 @@ func ParseURL(u *url.URL) (Options, error) {
 	p.Duration(&o.CommitInterval, "commit_interval")
 	p.Duration(&o.RebalanceInterval, "rebalance_interval")
 	p.Duration(&o.DrainTimeout, "drain_timeout")
+	if p.Has("compression") {
+		var name string
+		p.String(&name, "compression")
+		if c, err := ParseCompression(name); err != nil {
+			p.Problemf("compression=%q: want none, zlib, lz4 or zstd", name)
+		} else {
+			o.Compression = c
+		}
+	}
+	p.Int(&o.CompressOver, "compress_over", 1)
+	p.Int(&o.MaxInflatedSize, "max_inflated_size", 1)
 	create := true
 	p.Bool(&create, "create_topics")
 	o.NoTopicCreation = !create

@@ -654,7 +654,7 @@ func (s *subscription) pull(ctx context.Context, qs *queueState) {
 			backoff()
 			continue
 		}
-		msgs, err := decodeMessages(resp.body)
+		msgs, err := decodeMessagesLimit(resp.body, s.b.opts.MaxInflatedSize)
 		if err != nil {
 			s.log("pull response", "queue", k.q.String(), "err", err)
 		}
