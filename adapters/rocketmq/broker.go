@@ -266,16 +266,22 @@ func (b *client) clusterGroups(ctx context.Context) ([]BrokerGroup, error) {
 	}
 	var out []BrokerGroup
 	for name, bd := range info.BrokerAddrTable {
-		g := BrokerGroup{Cluster: bd.Cluster, Name: name, Addrs: map[int]string{}}
-		for id, a := range bd.BrokerAddrs {
-			if n, err := strconv.Atoi(id); err == nil && a != "" {
-				g.Addrs[n] = a
-			}
-		}
-		out = append(out, g)
+		out = append(out, BrokerGroup{Cluster: bd.Cluster, Name: name, Addrs: brokerIDs(bd.BrokerAddrs)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// brokerIDs reads a brokerAddrs table of the name servers (broker id, as
+// a string, to address).
+func brokerIDs(table map[string]string) map[int]string {
+	out := map[int]string{}
+	for id, a := range table {
+		if n, err := strconv.Atoi(id); err == nil && a != "" {
+			out[n] = a
+		}
+	}
+	return out
 }
 
 // clusterMasters returns the addresses of every master broker.
@@ -336,12 +342,7 @@ func (b *client) fetchRoute(ctx context.Context, topic string) (*route, error) {
 	// while the master is down, so that consumption goes on.
 	masters, readers := map[string]string{}, map[string]string{}
 	for _, bd := range data.BrokerDatas {
-		g := BrokerGroup{Name: bd.BrokerName, Addrs: map[int]string{}}
-		for id, a := range bd.BrokerAddrs {
-			if n, err := strconv.Atoi(id); err == nil && a != "" {
-				g.Addrs[n] = a
-			}
-		}
+		g := BrokerGroup{Name: bd.BrokerName, Addrs: brokerIDs(bd.BrokerAddrs)}
 		masters[g.Name], readers[g.Name] = g.Master(), g.reader()
 	}
 	rt := &route{at: time.Now()}
