@@ -245,3 +245,21 @@ func TestKeyQueueMatchesJava(t *testing.T) {
 		}
 	}
 }
+
+// A group's queues are pulled from its master, or from its lowest slave
+// while the name servers list no master.
+func TestGroupReader(t *testing.T) {
+	for _, tc := range []struct {
+		addrs map[string]string
+		want  string
+	}{
+		{map[string]string{"0": "m:1", "1": "s:1"}, "m:1"},
+		{map[string]string{"2": "s:2", "1": "s:1"}, "s:1"},
+		{map[string]string{"x": "bad:1", "3": ""}, ""},
+	} {
+		g := BrokerGroup{Addrs: brokerIDs(tc.addrs)}
+		if got := g.reader(); got != tc.want {
+			t.Errorf("reader of %v = %q, want %q", tc.addrs, got, tc.want)
+		}
+	}
+}
