@@ -474,8 +474,19 @@ func (b *client) createTopic(ctx context.Context, topic string, queues int) (*ro
 type outgoing struct {
 	index int // in the caller's batch
 	key   string
-	body  []byte
+	body  []byte // compressed when flag says so
+	flag  int32  // system flag bits of the body's compression
 	props string
+}
+
+// outgoing makes a message ready to send, its body compressed as the
+// options ask.
+func (b *client) outgoing(index int, key string, body []byte, props string) (outgoing, error) {
+	body, flag, err := compressBody(body, b.opts.Compression, b.opts.CompressOver)
+	if err != nil {
+		return outgoing{}, err
+	}
+	return outgoing{index: index, key: key, body: body, flag: flag, props: props}, nil
 }
 
 // Send sends msgs to topic and returns when the broker has stored them
@@ -489,7 +500,9 @@ func (b *client) Send(ctx context.Context, topic string, msgs []*bus.Message) er
 		if err != nil {
 			return fmt.Errorf("message %d: %w", i, err)
 		}
-		out[i] = outgoing{index: i, key: m.Key, body: m.Body, props: props}
+		if out[i], err = b.outgoing(i, m.Key, m.Body, props); err != nil {
+			return fmt.Errorf("message %d: %w", i, err)
+		}
 	}
 	return b.send(ctx, Name(topic, maxTopicLen), out)
 }
@@ -673,13 +686,15 @@ func (b *client) publishErr(ctx context.Context, err error) error {
 	return fmt.Errorf("rocketmq: publish: %w", err)
 }
 
-// cutBatch returns the first messages of group that go in one request.
+// cutBatch returns the first messages of group that go in one request:
+// the broker gives a batch's system flag to each of its messages, so the
+// messages of one batch share their compression bits.
 func cutBatch(group []outgoing) []outgoing {
 	const maxBytes, maxCount = 1 << 20, 256
 	size := 0
 	for i, o := range group {
 		size += len(o.body) + len(o.props) + 32
-		if i > 0 && (size > maxBytes || i >= maxCount) {
+		if i > 0 && (size > maxBytes || i >= maxCount || o.flag != group[0].flag) {
 			return group[:i]
 		}
 	}
@@ -698,7 +713,7 @@ func (b *client) sendBatch(ctx context.Context, rtopic string, q queueRef, batch
 		"c": "TBW102",
 		"d": "4",
 		"e": strconv.Itoa(q.id),
-		"f": "0",
+		"f": strconv.Itoa(int(batch[0].flag)),
 		"g": itoa(time.Now().UnixMilli()),
 		"h": "0",
 		"j": "0",

@@ -389,18 +389,13 @@ func (e *bodyError) Error() string {
 
 func (e *bodyError) Unwrap() error { return e.err }
 
-// decodeMessages is decodeMessagesLimit with DefaultMaxInflatedSize.
-func decodeMessages(data []byte) ([]*wireMessage, error) {
-	return decodeMessagesLimit(data, DefaultMaxInflatedSize)
-}
-
-// decodeMessagesLimit parses the body of a pull response. A message whose
+// decodeMessages parses the body of a pull response. A message whose
 // body is compressed may inflate to maxInflated bytes (0 means
 // DefaultMaxInflatedSize). A message whose body cannot be decoded is left
 // out with a *bodyError, which names its queue offset, and the messages
 // after it are returned; a malformed frame ends the parse, since the
 // messages after it cannot be found.
-func decodeMessagesLimit(data []byte, maxInflated int) ([]*wireMessage, error) {
+func decodeMessages(data []byte, maxInflated int) ([]*wireMessage, error) {
 	if maxInflated <= 0 {
 		maxInflated = DefaultMaxInflatedSize
 	}

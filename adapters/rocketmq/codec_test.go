@@ -116,7 +116,7 @@ func TestCodecCompressRoundTrip(t *testing.T) {
 			want = append(want, body)
 		}
 	}
-	msgs, err := decodeMessagesLimit(data, DefaultMaxInflatedSize)
+	msgs, err := decodeMessages(data, DefaultMaxInflatedSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestDecodeUnmarkedCompressionIsZlib(t *testing.T) {
 	w := zlib.NewWriter(&buf)
 	w.Write(body)
 	w.Close()
-	msgs, err := decodeMessagesLimit(encodeStored(storedMessage{offset: 1, sysFlag: sysFlagCompressed, body: buf.Bytes()}), 0)
+	msgs, err := decodeMessages(encodeStored(storedMessage{offset: 1, sysFlag: sysFlagCompressed, body: buf.Bytes()}), 0)
 	if err != nil || len(msgs) != 1 || !bytes.Equal(msgs[0].body, body) {
 		t.Fatalf("decoded %d messages, %v; want the zlib body", len(msgs), err)
 	}
@@ -181,7 +181,7 @@ func TestDecodeLZ4JavaFrame(t *testing.T) {
 	frame = binary.LittleEndian.AppendUint32(frame, uint32(len(body))|1<<31)
 	frame = append(frame, body...)
 	frame = binary.LittleEndian.AppendUint32(frame, 0) // end mark
-	msgs, err := decodeMessagesLimit(encodeStored(storedMessage{sysFlag: wantSysFlag[CompressionLZ4], body: frame}), 0)
+	msgs, err := decodeMessages(encodeStored(storedMessage{sysFlag: wantSysFlag[CompressionLZ4], body: frame}), 0)
 	if err != nil || len(msgs) != 1 || !bytes.Equal(msgs[0].body, body) {
 		t.Fatalf("decoded %d messages, %v; want %q", len(msgs), err, body)
 	}
@@ -202,11 +202,11 @@ func TestInflateLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 		data := encodeStored(storedMessage{queueID: 2, offset: 41, sysFlag: flag, body: out})
-		if msgs, err := decodeMessagesLimit(data, n); err != nil || len(msgs) != 1 {
+		if msgs, err := decodeMessages(data, n); err != nil || len(msgs) != 1 {
 			t.Errorf("%v at a limit of its size: %d messages, %v", c, len(msgs), err)
 		}
 		for _, limit := range []int{n - 1, 1000} {
-			msgs, err := decodeMessagesLimit(data, limit)
+			msgs, err := decodeMessages(data, limit)
 			if len(msgs) != 0 || !errors.Is(err, errInflatedTooLarge) {
 				t.Errorf("%v at a limit of %d: %d messages, %v; want errInflatedTooLarge", c, limit, len(msgs), err)
 				continue
@@ -227,7 +227,7 @@ func TestInflateLimitZstdDeclaredSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = decodeMessagesLimit(encodeStored(storedMessage{sysFlag: flag, body: out}), 16<<20)
+	_, err = decodeMessages(encodeStored(storedMessage{sysFlag: flag, body: out}), 16<<20)
 	if !errors.Is(err, errInflatedTooLarge) {
 		t.Fatalf("got %v, want errInflatedTooLarge", err)
 	}
@@ -244,7 +244,7 @@ func TestDecodeBodyErrorKeepsOthers(t *testing.T) {
 	data = append(data, encodeStored(storedMessage{offset: 2, sysFlag: sysFlagCompressed | 5<<8, body: []byte("x")})...)
 	data = append(data, encodeStored(storedMessage{offset: 3, sysFlag: wantSysFlag[CompressionZstd], body: []byte("not zstd")})...)
 	data = append(data, good(4)...)
-	msgs, err := decodeMessagesLimit(data, 0)
+	msgs, err := decodeMessages(data, 0)
 	if len(msgs) != 2 || msgs[0].queueOffset != 1 || msgs[1].queueOffset != 4 || string(msgs[1].body) != "body 4" {
 		t.Fatalf("decoded %d messages, want those at offsets 1 and 4", len(msgs))
 	}
@@ -256,7 +256,7 @@ func TestDecodeBodyErrorKeepsOthers(t *testing.T) {
 	// A malformed frame still ends the parse, reporting the earlier
 	// failures too.
 	data = append(data, 0, 0, 0, 99)
-	msgs, err = decodeMessagesLimit(data, 0)
+	msgs, err = decodeMessages(data, 0)
 	if len(msgs) != 2 || !errors.Is(err, errMalformed) || !strings.Contains(err.Error(), "offset 3 of queue 0") {
 		t.Fatalf("decoded %d messages, %v", len(msgs), err)
 	}
@@ -265,7 +265,7 @@ func TestDecodeBodyErrorKeepsOthers(t *testing.T) {
 func TestDecodeUnknownCompressionType(t *testing.T) {
 	for typ := int32(4); typ <= 7; typ++ {
 		data := encodeStored(storedMessage{offset: 9, sysFlag: sysFlagCompressed | typ<<8, body: []byte("body")})
-		msgs, err := decodeMessagesLimit(data, 0)
+		msgs, err := decodeMessages(data, 0)
 		var be *bodyError
 		if len(msgs) != 0 || !errors.As(err, &be) || be.offset != 9 ||
 			!strings.Contains(err.Error(), fmt.Sprintf("unknown compression type %d", typ)) {
@@ -273,7 +273,7 @@ func TestDecodeUnknownCompressionType(t *testing.T) {
 		}
 	}
 	// The type without the compressed bit is no compression.
-	msgs, err := decodeMessagesLimit(encodeStored(storedMessage{sysFlag: 7 << 8, body: []byte("body")}), 0)
+	msgs, err := decodeMessages(encodeStored(storedMessage{sysFlag: 7 << 8, body: []byte("body")}), 0)
 	if err != nil || len(msgs) != 1 || string(msgs[0].body) != "body" {
 		t.Errorf("type bits without the compressed bit: %d messages, %v", len(msgs), err)
 	}
@@ -296,7 +296,7 @@ func TestDecodeCorruptCompressedBody(t *testing.T) {
 				return b
 			}(),
 		} {
-			msgs, err := decodeMessagesLimit(encodeStored(storedMessage{sysFlag: flag, body: bad}), 0)
+			msgs, err := decodeMessages(encodeStored(storedMessage{sysFlag: flag, body: bad}), 0)
 			if err == nil && (len(msgs) != 1 || !bytes.Equal(msgs[0].body, body)) {
 				t.Errorf("%v, %s: decoded a body of %d bytes without error", c, name, len(msgs[0].body))
 			}
@@ -313,7 +313,7 @@ func TestCompressNoGoroutines(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := decodeMessagesLimit(encodeStored(storedMessage{sysFlag: flag, body: out}), 0); err != nil {
+		if _, err := decodeMessages(encodeStored(storedMessage{sysFlag: flag, body: out}), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -416,8 +416,8 @@ func FuzzDecodeMessages(f *testing.F) {
 	out, flag, _ := compressBody(make([]byte, 4*fuzzLimit), CompressionZlib, 0)
 	f.Add(encodeStored(storedMessage{sysFlag: flag, body: out}))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		msgs, err := decodeMessagesLimit(data, fuzzLimit)
-		// Walk the frames as decodeMessagesLimit does: it must return
+		msgs, err := decodeMessages(data, fuzzLimit)
+		// Walk the frames as decodeMessages does: it must return
 		// exactly the messages of the frames that decode, in order, and
 		// succeed only when the frames use up the data.
 		var good []*wireMessage
@@ -469,7 +469,7 @@ func FuzzDecodeMessages(f *testing.F) {
 		}
 		// The bodies are copies, not views of the response.
 		resp := bytes.Clone(data)
-		msgs, _ = decodeMessagesLimit(resp, fuzzLimit)
+		msgs, _ = decodeMessages(resp, fuzzLimit)
 		clear(resp)
 		for i, m := range msgs {
 			if !bytes.Equal(m.body, good[i].body) {
@@ -489,7 +489,7 @@ func TestDecodeLengthPastFrame(t *testing.T) {
 		bad[at], bad[at+1] = 0x7f, 0xff
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		if _, err := decodeMessagesLimit(bad, 0); !errors.Is(err, errMalformed) {
+		if _, err := decodeMessages(bad, 0); !errors.Is(err, errMalformed) {
 			t.Errorf("length at %d: %v, want errMalformed", at, err)
 		}
 		runtime.ReadMemStats(&after)

@@ -113,7 +113,7 @@ func TestProperties(t *testing.T) {
 
 func TestDecodeMalformed(t *testing.T) {
 	for _, b := range [][]byte{{0, 0, 0}, {0, 0, 0, 9, 1, 2, 3}, {0, 0, 0, 8, 0, 0, 0, 0}} {
-		if _, err := decodeMessages(b); err == nil {
+		if _, err := decodeMessages(b, 0); err == nil {
 			t.Errorf("decodeMessages(%v) succeeded", b)
 		}
 	}

@@ -654,7 +654,7 @@ func (s *subscription) pull(ctx context.Context, qs *queueState) {
 			backoff()
 			continue
 		}
-		msgs, err := decodeMessagesLimit(resp.body, s.b.opts.MaxInflatedSize)
+		msgs, err := decodeMessages(resp.body, s.b.opts.MaxInflatedSize)
 		if err != nil {
 			s.log("pull response", "queue", k.q.String(), "err", err)
 		}
@@ -837,7 +837,10 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, attempts int)
 func (d *delivery) DeadLetter(ctx context.Context, topic string, dead *bus.Message) error {
 	props, err := encodeProperties(dead)
 	if err == nil {
-		err = d.s.b.send(ctx, Name(topic, maxTopicLen), []outgoing{{key: dead.Key, body: dead.Body, props: props}})
+		var o outgoing
+		if o, err = d.s.b.outgoing(0, dead.Key, dead.Body, props); err == nil {
+			err = d.s.b.send(ctx, Name(topic, maxTopicLen), []outgoing{o})
+		}
 	}
 	return d.after(d.msg.Attempt, err)
 }
@@ -902,7 +905,11 @@ func (d *delivery) requeue(ctx context.Context, attempt int, delay time.Duration
 	if err != nil {
 		return err
 	}
-	return d.s.b.send(ctx, d.s.retryTopic, []outgoing{{key: d.msg.Key, body: d.msg.Body, props: props}})
+	o, err := d.s.b.outgoing(0, d.msg.Key, d.msg.Body, props)
+	if err != nil {
+		return err
+	}
+	return d.s.b.send(ctx, d.s.retryTopic, []outgoing{o})
 }
 
 var _ driver.Subscription = (*subscription)(nil)
