@@ -9,6 +9,7 @@ require (
 	github.com/omnibus-mq/omnibus/adapters/redisstream v0.0.0-00010101000000-000000000000
 	github.com/omnibus-mq/omnibus/adapters/rocketmq v0.0.0-00010101000000-000000000000
 	github.com/omnibus-mq/omnibus/handlers v0.0.0-00010101000000-000000000000
+	github.com/omnibus-mq/omnibus/internal/redisconn v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.23.0
 )
 
@@ -16,7 +17,6 @@ require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
-	github.com/omnibus-mq/omnibus/internal/redisconn v0.0.0-00010101000000-000000000000 // indirect
 	github.com/pierrec/lz4/v4 v4.1.33 // indirect
 	github.com/rabbitmq/amqp091-go v1.16.0 // indirect
 	github.com/twmb/franz-go v1.22.3 // indirect

@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/omnibus-mq/omnibus v0.0.0-00010101000000-000000000000
+	github.com/omnibus-mq/omnibus/internal/redisconn v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.23.0
 )
 
@@ -16,4 +17,7 @@ require (
 
 // The modules of this repository are developed together (go.work) and
 // released together, with the same version.
-replace github.com/omnibus-mq/omnibus => ..
+replace (
+	github.com/omnibus-mq/omnibus => ..
+	github.com/omnibus-mq/omnibus/internal/redisconn => ../internal/redisconn
+)

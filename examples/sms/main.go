@@ -50,6 +50,7 @@ import (
 	_ "github.com/omnibus-mq/omnibus/adapters/rocketmq"
 	"github.com/omnibus-mq/omnibus/bus"
 	"github.com/omnibus-mq/omnibus/handlers/sms"
+	"github.com/omnibus-mq/omnibus/internal/redisconn"
 	"github.com/omnibus-mq/omnibus/task"
 )
 
@@ -67,7 +68,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.broker, "broker", "mem://", "broker URL: mem://, amqp://, kafka://, redis://")
-	flag.StringVar(&o.redis, "redis", "", "Redis URL of the code store; empty keeps codes in this process")
+	flag.StringVar(&o.redis, "redis", "", "Redis URL of the code store (redis://, rediss://, redis+cluster://, redis+sentinel://); empty keeps codes in this process")
 	flag.StringVar(&o.addr, "addr", "127.0.0.1:8080", "HTTP listen address (with -demo, default a free port)")
 	flag.StringVar(&o.provider, "provider", "console", "SMS provider: console or http")
 	flag.StringVar(&o.gateway, "gateway", "", "gateway URL for -provider http")
@@ -198,7 +199,8 @@ func newProvider(o options, stdout io.Writer) (sms.Provider, error) {
 // and the code store.
 type app struct {
 	broker bus.Broker
-	rdb    *redis.Client // nil with the in-process code store
+	rdb    redis.UniversalClient // nil with the in-process code store
+	store  *sms.RedisStore       // nil with the in-process code store
 	svc    *sms.Service
 	worker *task.Worker
 	api    http.Handler
@@ -218,15 +220,14 @@ func newApp(ctx context.Context, o options, p sms.Provider, log *slog.Logger) (_
 	}
 	var store sms.CodeStore = sms.NewMemoryStore()
 	if o.redis != "" {
-		opt, err := redis.ParseURL(o.redis)
-		if err != nil {
+		if a.rdb, err = redisconn.Open(o.redis); err != nil {
 			return nil, fmt.Errorf("-redis: %w", err)
 		}
-		a.rdb = redis.NewClient(opt)
 		if err := a.rdb.Ping(dctx).Err(); err != nil {
 			return nil, fmt.Errorf("code store at %s: %w", redactURL(o.redis), err)
 		}
-		store = sms.NewRedisStore(a.rdb)
+		a.store = sms.NewRedisStore(a.rdb)
+		store = a.store
 	}
 	if a.svc, err = sms.New(sms.Config{Store: store, Publisher: a.broker, Queue: o.queue}); err != nil {
 		return nil, err

@@ -121,7 +121,8 @@ var codeRE = regexp.MustCompile(`\b\d{6}\b`)
 // verifies once.
 //
 // OMNIBUS_SMS_REDIS_URL, when set, is the code store of the redisstream
-// case, whose broker is then OMNIBUS_REDIS_URL alone (a Redis Cluster, say).
+// case instead of OMNIBUS_REDIS_URL, its broker. Either may name a Redis
+// Cluster or a Sentinel set.
 func TestEndToEnd(t *testing.T) {
 	backends := map[string]func(t *testing.T) options{
 		"memory": func(t *testing.T) options {
@@ -133,9 +134,6 @@ func TestEndToEnd(t *testing.T) {
 		"redisstream": func(t *testing.T) options {
 			r := brokertest.Redis(t)
 			if store := os.Getenv(codeStoreEnv); store != "" {
-				// The broker a Redis Cluster, the codes on a server
-				// of their own: RedisStore needs a phone's two keys
-				// on one server.
 				return options{broker: r, redis: store}
 			}
 			return options{broker: r, redis: r}
@@ -167,8 +165,11 @@ func testEndToEnd(t *testing.T, o options) {
 	rec := newRecorder()
 	a, url, stop := start(t, o, rec)
 	ph := phone(t)
-	if a.rdb != nil {
-		t.Cleanup(func() { a.rdb.Del(context.Background(), sms.CodeKey(ph), sms.LockKey(ph)) })
+	var codeKey string
+	if a.store != nil {
+		var lockKey string
+		codeKey, lockKey = a.store.Keys(ph)
+		t.Cleanup(func() { a.rdb.Del(context.Background(), codeKey, lockKey) })
 	}
 
 	status, got, _ := post(t, url+"/codes", map[string]string{"phone": ph})
@@ -191,9 +192,9 @@ func testEndToEnd(t *testing.T, o options) {
 	if s.phone != ph || s.taskID != id || code == "" {
 		t.Fatalf("sent %+v, want an SMS with a code to %s by task %s", s, ph, id)
 	}
-	if a.rdb != nil {
-		if stored, err := a.rdb.HGet(context.Background(), sms.CodeKey(ph), "code").Result(); err != nil || stored != code {
-			t.Fatalf("HGET %s code = %q, %v; want the sent code %s", sms.CodeKey(ph), stored, err, code)
+	if a.store != nil {
+		if stored, err := a.rdb.HGet(context.Background(), codeKey, "code").Result(); err != nil || stored != code {
+			t.Fatalf("HGET %s code = %q, %v; want the sent code %s", codeKey, stored, err, code)
 		}
 	}
 
@@ -210,9 +211,9 @@ func testEndToEnd(t *testing.T, o options) {
 	if status, got, _ := post(t, url+"/codes/verify", map[string]string{"phone": ph, "code": code}); status != http.StatusUnauthorized {
 		t.Fatalf("verify the code again: %d %v, want 401", status, got)
 	}
-	if a.rdb != nil {
-		if n, _ := a.rdb.Exists(context.Background(), sms.CodeKey(ph)).Result(); n != 0 {
-			t.Fatalf("%s is still in Redis after the code was used", sms.CodeKey(ph))
+	if a.store != nil {
+		if n, _ := a.rdb.Exists(context.Background(), codeKey).Result(); n != 0 {
+			t.Fatalf("%s is still in Redis after the code was used", codeKey)
 		}
 	}
 	// Stopping waits for sends in flight, so a duplicate would be counted.

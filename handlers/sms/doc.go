@@ -22,7 +22,8 @@
 //	err = w.Run(ctx)
 //
 // Codes live under sms_<phone> and resend locks under is_send_<phone>
-// (see RedisStore for the layout and why Save is a Lua script). A code
+// (on a Redis Cluster with the phone as hash tag, sms_{<phone>}; see
+// RedisStore for the layout and why Save is a Lua script). A code
 // allows Config.MaxAttempts verifications, compared in constant time, and
 // is consumed by the first that matches, even among concurrent ones.
 //

@@ -3,19 +3,24 @@ package sms
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// RedisStore is a CodeStore in Redis (standalone or a primary with
-// replicas; not Cluster, whose slots would split a phone's two keys).
-// Any number of processes may share it.
+// RedisStore is a CodeStore in Redis: a standalone server, a primary
+// with replicas (through Sentinel too), or a Redis Cluster. Any number of
+// processes may share it.
 //
 // A phone's data lives in two keys:
 //
 //	sms_<phone>      hash: code, attempts (verifications made); PX = code TTL
 //	is_send_<phone>  the resend lock; PX = lock duration
+//
+// On a Redis Cluster (a *redis.ClusterClient) the phone is the keys' hash
+// tag, sms_{<phone>} and is_send_{<phone>}, so that both are in one slot
+// and one script can touch them; Keys returns the names a store uses.
 //
 // Save is one round trip: a Lua script (EVALSHA) that runs
 // SET is_send_<phone> 1 NX PX <lock> and, only when that took the lock,
@@ -33,20 +38,45 @@ import (
 // The wrong guess that uses up the attempts deletes the code field; the
 // hash stays until its TTL so that later guesses get ErrTooManyAttempts.
 type RedisStore struct {
-	c redis.Scripter
+	c      redis.Scripter
+	tagged bool // key names carry the phone as hash tag (Redis Cluster)
 }
 
 var _ CodeStore = (*RedisStore)(nil)
 
-// NewRedisStore returns a store that keeps codes through c, usually a
-// *redis.Client.
-func NewRedisStore(c redis.Scripter) *RedisStore { return &RedisStore{c: c} }
+// NewRedisStore returns a store that keeps codes through c: a
+// *redis.Client, a failover client, or a *redis.ClusterClient, for which
+// the keys are hash-tagged.
+func NewRedisStore(c redis.Scripter) *RedisStore {
+	_, cluster := c.(*redis.ClusterClient)
+	return &RedisStore{c: c, tagged: cluster}
+}
 
-// CodeKey and LockKey are the Redis keys of phone's code and resend lock.
+// CodeKey and LockKey are the Redis keys of phone's code and resend lock
+// outside a Redis Cluster.
 func CodeKey(phone string) string { return "sms_" + phone }
 
 // LockKey is the key of phone's resend lock; see CodeKey.
 func LockKey(phone string) string { return "is_send_" + phone }
+
+// Keys returns the keys of phone's code and resend lock in this store.
+func (s *RedisStore) Keys(phone string) (code, lock string) {
+	if s.tagged {
+		return "sms_{" + phone + "}", "is_send_{" + phone + "}"
+	}
+	return CodeKey(phone), LockKey(phone)
+}
+
+// keys is Keys for the store's operations: on a cluster a phone with a
+// brace, which would end the hash tag early and split the keys, is
+// refused (normalized numbers have none).
+func (s *RedisStore) keys(phone string) (code, lock string, err error) {
+	if s.tagged && strings.ContainsAny(phone, "{}") {
+		return "", "", fmt.Errorf("%w: %q holds a brace, which Redis Cluster keys cannot carry in their hash tag", ErrInvalidPhone, phone)
+	}
+	code, lock = s.Keys(phone)
+	return code, lock, nil
+}
 
 var (
 	// KEYS: lock, code. ARGV: code, ttl ms, lock ms.
@@ -101,7 +131,11 @@ return 0
 
 // Save implements CodeStore in one round trip.
 func (s *RedisStore) Save(ctx context.Context, phone, code string, ttl, lock time.Duration) error {
-	res, err := saveScript.Run(ctx, s.c, []string{LockKey(phone), CodeKey(phone)},
+	codeKey, lockKey, err := s.keys(phone)
+	if err != nil {
+		return err
+	}
+	res, err := saveScript.Run(ctx, s.c, []string{lockKey, codeKey},
 		code, ttl.Milliseconds(), lock.Milliseconds()).Int64Slice()
 	if err != nil {
 		return fmt.Errorf("sms: save code in redis: %w", err)
@@ -118,7 +152,11 @@ func (s *RedisStore) Save(ctx context.Context, phone, code string, ttl, lock tim
 
 // Verify implements CodeStore.
 func (s *RedisStore) Verify(ctx context.Context, phone, guess string, maxAttempts int) error {
-	key := []string{CodeKey(phone)}
+	codeKey, _, err := s.keys(phone)
+	if err != nil {
+		return err
+	}
+	key := []string{codeKey}
 	res, err := takeScript.Run(ctx, s.c, key, maxAttempts).Slice()
 	if err != nil {
 		return fmt.Errorf("sms: read code from redis: %w", err)
@@ -156,7 +194,11 @@ func (s *RedisStore) Verify(ctx context.Context, phone, guess string, maxAttempt
 
 // Release implements CodeStore.
 func (s *RedisStore) Release(ctx context.Context, phone, code string) error {
-	err := releaseScript.Run(ctx, s.c, []string{LockKey(phone), CodeKey(phone)}, code).Err()
+	codeKey, lockKey, err := s.keys(phone)
+	if err != nil {
+		return err
+	}
+	err = releaseScript.Run(ctx, s.c, []string{lockKey, codeKey}, code).Err()
 	if err != nil {
 		return fmt.Errorf("sms: release code in redis: %w", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
 // roundTrips records what a client sends: one entry per round trip, a
@@ -94,8 +96,9 @@ func TestRedisSaveIsOneRoundTrip(t *testing.T) {
 		phone = testPhone(t)
 		cleanup(t, c, phone)
 	}, func() { save(t, s, phone, "123456", time.Minute, time.Minute) })
+	codeKey, lockKey := s.Keys(phone)
 	if len(got) != 1 || len(got[0]) != 1 || !strings.HasPrefix(got[0][0], "evalsha") ||
-		!strings.Contains(got[0][0], LockKey(phone)) || !strings.Contains(got[0][0], CodeKey(phone)) {
+		!strings.Contains(got[0][0], lockKey) || !strings.Contains(got[0][0], codeKey) {
 		t.Fatalf("Save sent %q; want one round trip, one EVALSHA with both keys", got)
 	}
 
@@ -107,12 +110,12 @@ func TestRedisSaveIsOneRoundTrip(t *testing.T) {
 	}
 
 	// What a Redis client of another language finds.
-	h, err := c.HGetAll(bg, CodeKey(phone)).Result()
+	h, err := c.HGetAll(bg, codeKey).Result()
 	if err != nil || h["code"] != "123456" || h["attempts"] != "0" {
-		t.Fatalf("HGETALL %s = %v, %v; want code 123456, attempts 0", CodeKey(phone), h, err)
+		t.Fatalf("HGETALL %s = %v, %v; want code 123456, attempts 0", codeKey, h, err)
 	}
-	codeTTL, _ := c.PTTL(bg, CodeKey(phone)).Result()
-	lockTTL, _ := c.PTTL(bg, LockKey(phone)).Result()
+	codeTTL, _ := c.PTTL(bg, codeKey).Result()
+	lockTTL, _ := c.PTTL(bg, lockKey).Result()
 	if codeTTL <= 0 || codeTTL > time.Minute || lockTTL <= 0 || lockTTL > time.Minute {
 		t.Fatalf("PTTL: code %v, lock %v; want both in (0, 1m]", codeTTL, lockTTL)
 	}
@@ -143,8 +146,8 @@ func TestRedisVerifyRoundTrips(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("the right guess took %d round trips (%q), want 2: count and fetch, then consume", len(got), got)
 	}
-	if n, _ := c.Exists(bg, CodeKey(phone)).Result(); n != 0 {
-		t.Fatalf("%s still exists after the code was used", CodeKey(phone))
+	if codeKey, _ := s.Keys(phone); c.Exists(bg, codeKey).Val() != 0 {
+		t.Fatalf("%s still exists after the code was used", codeKey)
 	}
 }
 
@@ -155,8 +158,9 @@ func TestRedisLastGuessDropsTheCode(t *testing.T) {
 	cleanup(t, c, phone)
 	save(t, s, phone, "123456", time.Minute, time.Minute)
 	verify(t, s, phone, "000000", 1, ErrTooManyAttempts)
-	if h, _ := c.HGetAll(bg, CodeKey(phone)).Result(); h["code"] != "" || h["attempts"] != "1" {
-		t.Fatalf("after the last attempt %s = %v; want no code, attempts 1", CodeKey(phone), h)
+	codeKey, _ := s.Keys(phone)
+	if h, _ := c.HGetAll(bg, codeKey).Result(); h["code"] != "" || h["attempts"] != "1" {
+		t.Fatalf("after the last attempt %s = %v; want no code, attempts 1", codeKey, h)
 	}
 }
 
@@ -180,6 +184,31 @@ func TestRedisUnreachable(t *testing.T) {
 	} {
 		if err == nil || errors.Is(err, ErrTooSoon) || errors.Is(err, ErrNoCode) || !strings.Contains(err.Error(), "redis") {
 			t.Errorf("%s with Redis down = %v, want the connection error", name, err)
+		}
+	}
+}
+
+// On a Redis Cluster the phone is the hash tag of both keys, so that the
+// scripts that name both touch one slot; elsewhere the names stay plain.
+func TestRedisKeysOnCluster(t *testing.T) {
+	plain := NewRedisStore(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}))
+	if code, lock := plain.Keys("+15550100"); code != "sms_+15550100" || lock != "is_send_+15550100" {
+		t.Errorf("standalone keys %q, %q", code, lock)
+	}
+	cluster := NewRedisStore(redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}}))
+	for _, phone := range []string{"+15550100", "+1555 0100", "x"} {
+		code, lock := cluster.Keys(phone)
+		if code != "sms_{"+phone+"}" || lock != "is_send_{"+phone+"}" {
+			t.Errorf("cluster keys of %q: %q, %q", phone, code, lock)
+		}
+		if a, b := redisconn.Slot(code), redisconn.Slot(lock); a != b {
+			t.Errorf("cluster keys of %q in slots %d and %d", phone, a, b)
+		}
+	}
+	// A brace would end the hash tag early: refused.
+	for _, phone := range []string{"}", "+1{555}0100"} {
+		if err := cluster.Save(bg, phone, "123456", time.Minute, time.Minute); !errors.Is(err, ErrInvalidPhone) {
+			t.Errorf("Save of %q on a cluster: %v, want ErrInvalidPhone", phone, err)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/omnibus-mq/omnibus/internal/brokertest"
+	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
 // testPhone returns a fictional number (+1 555 prefix) no other test or
@@ -25,21 +26,23 @@ func testPhone(t testing.TB) string {
 	return fmt.Sprintf("+1555%07d", n)
 }
 
-// redisClient connects to the test Redis and deletes the keys of the
-// phones the test used.
-func redisClient(t testing.TB) *redis.Client {
+// redisClient connects to the test Redis (OMNIBUS_REDIS_URL, which may
+// name a Redis Cluster or a Sentinel set).
+func redisClient(t testing.TB) redis.UniversalClient {
 	t.Helper()
-	opt, err := redis.ParseURL(brokertest.Redis(t))
+	c, err := redisconn.Open(brokertest.Redis(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := redis.NewClient(opt)
 	t.Cleanup(func() { c.Close() })
 	return c
 }
 
-func cleanup(t testing.TB, c redis.Cmdable, phone string) {
-	t.Cleanup(func() { c.Del(context.Background(), CodeKey(phone), LockKey(phone)) })
+// cleanup deletes the keys of phone when the test ends.
+func cleanup(t testing.TB, c redis.UniversalClient, phone string) {
+	code, lock := NewRedisStore(c).Keys(phone)
+	// One slot on a cluster too: the keys share their hash tag.
+	t.Cleanup(func() { c.Del(context.Background(), code, lock) })
 }
 
 // stores returns a constructor per CodeStore; each test gets a fresh
