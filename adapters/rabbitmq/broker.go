@@ -309,31 +309,66 @@ func (b *conn) queueArgs() amqp.Table {
 // declare runs fn on the declaration channel of the current connection,
 // once per key and connection generation. A failed declaration closes
 // the channel; the next call opens another.
+//
+// It waits no longer than ctx: AMQP's declarations have no deadline of
+// their own, so a node that stopped answering would hold them until the
+// heartbeat gave the connection up. A declaration that ctx abandons goes
+// on in the background with the channel it took, which is then closed,
+// and the next declaration opens a channel of its own.
 func (b *conn) declare(ctx context.Context, key string, fn func(conn *amqp.Connection, ch *amqp.Channel) error) error {
 	conn, gen, err := b.connection(ctx)
 	if err != nil {
 		return err
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if gen != b.gen {
+		b.mu.Unlock()
 		return fmt.Errorf("rabbitmq: connection lost while declaring %s", key)
 	}
 	if b.known[key] {
+		b.mu.Unlock()
 		return nil
 	}
-	if b.topo == nil || b.topo.IsClosed() {
-		ch, err := conn.Channel()
-		if err != nil {
-			return fmt.Errorf("rabbitmq: open channel: %w", err)
+	ch := b.topo // taken: another declaration meanwhile opens its own
+	b.topo = nil
+	b.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		if ch == nil || ch.IsClosed() {
+			var err error
+			if ch, err = conn.Channel(); err != nil {
+				done <- fmt.Errorf("rabbitmq: open channel: %w", err)
+				return
+			}
 		}
-		b.topo = ch
+		if err := fn(conn, ch); err != nil {
+			done <- forbidden(fmt.Errorf("rabbitmq: declare %s: %w", key, err))
+			return
+		}
+		done <- nil
+	}()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		go func() {
+			<-done
+			if ch != nil {
+				ch.Close()
+			}
+		}()
+		return fmt.Errorf("rabbitmq: declare %s: %w", key, ctx.Err())
 	}
-	if err := fn(conn, b.topo); err != nil {
-		return forbidden(fmt.Errorf("rabbitmq: declare %s: %w", key, err))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err == nil && gen == b.gen {
+		b.known[key] = true
 	}
-	b.known[key] = true
-	return nil
+	if ch != nil && !ch.IsClosed() && b.topo == nil && gen == b.gen {
+		b.topo = ch // back for the next declaration
+	} else if ch != nil {
+		go ch.Close()
+	}
+	return err
 }
 
 // declareTopic declares what Publish needs: the topic's exchange and,

@@ -136,3 +136,54 @@ func TestConfirmTimeout(t *testing.T) {
 		t.Fatalf("Publish returned after its context ended (%v): the confirm timeout did not end the wait", time.Since(start))
 	}
 }
+
+// Declarations have no deadline in AMQP: with the node's replies frozen,
+// a Publish to a new topic and a Subscribe return when their contexts
+// end, not when the heartbeat gives the connection up; and what is known
+// already goes on without them.
+func TestDeclarationsHonourContext(t *testing.T) {
+	u, err := url.Parse(oneNode(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "5672")
+	}
+	f := newFreezer(t, host)
+	u.Host = f.ln.Addr().String()
+	b := connect(t, rabbitmq.Options{URL: u.String(), Heartbeat: time.Minute})
+	defer b.Close()
+	defer f.cut()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Publish(ctx, "declare-"+bus.NewID(), bus.NewMessage([]byte("before"))); err != nil {
+		t.Fatalf("Publish before the freeze: %v", err)
+	}
+	f.freeze()
+	for name, call := range map[string]func(context.Context) error{
+		"Publish to a new topic": func(ctx context.Context) error {
+			return b.Publish(ctx, "declare-"+bus.NewID(), bus.NewMessage([]byte("frozen")))
+		},
+		"Subscribe": func(ctx context.Context) error {
+			sub, err := b.Subscribe(ctx, "declare-"+bus.NewID(), bus.SubscribeOptions{Group: "g"})
+			if err == nil {
+				sub.Close()
+			}
+			return err
+		},
+		"a second Publish to a new topic": func(ctx context.Context) error {
+			return b.Publish(ctx, "declare-"+bus.NewID(), bus.NewMessage([]byte("frozen")))
+		},
+	} {
+		short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
+		err := call(short)
+		cancelShort()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s with the replies frozen: %v, want its context's deadline", name, err)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s returned after the test's own deadline", name)
+		}
+	}
+}

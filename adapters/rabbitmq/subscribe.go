@@ -50,19 +50,53 @@ type subscription struct {
 	deliveries <-chan amqp.Delivery
 }
 
-// consume declares the topology on a fresh channel and starts consuming.
+// consume declares the topology on a fresh channel and starts consuming,
+// waiting no longer than ctx (see conn.declare): a start that ctx
+// abandons closes its channel when it is done.
 func (s *subscription) consume(ctx context.Context) error {
 	conn, _, err := s.b.connection(ctx)
 	if err != nil {
 		return err
 	}
+	type started struct {
+		ch         *amqp.Channel
+		deliveries <-chan amqp.Delivery
+		err        error
+	}
+	done := make(chan started, 1)
+	go func() {
+		ch, deliveries, err := s.start(conn)
+		done <- started{ch, deliveries, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return r.err
+		}
+		s.mu.Lock()
+		s.ch, s.deliveries = r.ch, r.deliveries
+		s.mu.Unlock()
+		return nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.ch != nil {
+				r.ch.Close()
+			}
+		}()
+		return fmt.Errorf("rabbitmq: consume %s: %w", s.queue, ctx.Err())
+	}
+}
+
+// start declares the topology on a fresh channel of conn and consumes
+// the group's queue.
+func (s *subscription) start(conn *amqp.Connection) (*amqp.Channel, <-chan amqp.Delivery, error) {
 	ch, err := conn.Channel()
 	if err != nil {
-		return fmt.Errorf("rabbitmq: open channel: %w", err)
+		return nil, nil, fmt.Errorf("rabbitmq: open channel: %w", err)
 	}
-	fail := func(what string, err error) error {
+	fail := func(what string, err error) (*amqp.Channel, <-chan amqp.Delivery, error) {
 		ch.Close()
-		return forbidden(fmt.Errorf("rabbitmq: %s for %s: %w", what, s.queue, err))
+		return nil, nil, forbidden(fmt.Errorf("rabbitmq: %s for %s: %w", what, s.queue, err))
 	}
 	if s.b.opts.Topology == TopologyQueue {
 		if err := s.b.declareQueue(conn, ch, s.queue); err != nil {
@@ -71,7 +105,7 @@ func (s *subscription) consume(ctx context.Context) error {
 		if ch.IsClosed() {
 			// The refused declaration closed it; the queue exists.
 			if ch, err = conn.Channel(); err != nil {
-				return fmt.Errorf("rabbitmq: open channel: %w", err)
+				return nil, nil, fmt.Errorf("rabbitmq: open channel: %w", err)
 			}
 		}
 	} else {
@@ -89,10 +123,7 @@ func (s *subscription) consume(ctx context.Context) error {
 	if err != nil {
 		return fail("consume", err)
 	}
-	s.mu.Lock()
-	s.ch, s.deliveries = ch, deliveries
-	s.mu.Unlock()
-	return nil
+	return ch, deliveries, nil
 }
 
 // run hands deliveries to Receive and consumes again after a channel or
