@@ -38,6 +38,12 @@ const (
 	// HeaderPrefix starts the property of each header: header "k" is
 	// property "h:k".
 	HeaderPrefix = "h:"
+	// HeaderBodyError is the header of a pulled message whose body could
+	// not be decoded (an unknown compression type, a corrupt stream, a
+	// body inflating past Options.MaxInflatedSize): it holds the reason,
+	// and the body is the one stored, undecoded. The message is delivered
+	// all the same, so that it is handled or dead-lettered, not lost.
+	HeaderBodyError = "rocketmq-body-error"
 
 	propKeys       = "KEYS"
 	propTimerMs    = "TIMER_DELIVER_MS"
@@ -384,17 +390,17 @@ type bodyError struct {
 }
 
 func (e *bodyError) Error() string {
-	return fmt.Sprintf("rocketmq: message at offset %d of queue %d not delivered: %v", e.offset, e.queueID, e.err)
+	return fmt.Sprintf("rocketmq: message at offset %d of queue %d delivered undecoded (header %s): %v", e.offset, e.queueID, HeaderBodyError, e.err)
 }
 
 func (e *bodyError) Unwrap() error { return e.err }
 
 // decodeMessages parses the body of a pull response. A message whose
 // body is compressed may inflate to maxInflated bytes (0 means
-// DefaultMaxInflatedSize). A message whose body cannot be decoded is left
-// out with a *bodyError, which names its queue offset, and the messages
-// after it are returned; a malformed frame ends the parse, since the
-// messages after it cannot be found.
+// DefaultMaxInflatedSize). A message whose body cannot be decoded comes
+// with its body as stored and HeaderBodyError, and a *bodyError naming
+// its queue offset joins the error; a malformed frame ends the parse,
+// since the messages after it cannot be found.
 func decodeMessages(data []byte, maxInflated int) ([]*wireMessage, error) {
 	if maxInflated <= 0 {
 		maxInflated = DefaultMaxInflatedSize
@@ -414,6 +420,7 @@ func decodeMessages(data []byte, maxInflated int) ([]*wireMessage, error) {
 		switch {
 		case errors.As(err, &be):
 			errs = append(errs, err)
+			out = append(out, m)
 		case err != nil:
 			return out, errors.Join(append(errs, err)...)
 		default:
@@ -486,12 +493,17 @@ func decodeMessage(b []byte, maxInflated int) (*wireMessage, error) {
 	if r.err {
 		return nil, errMalformed
 	}
-	body, err := inflate(body, sysFlag, maxInflated)
-	if err != nil {
-		return nil, &bodyError{queueID: m.queueID, offset: m.queueOffset, err: err}
-	}
-	m.body = body
 	m.props = decodeProperties(props)
+	inflated, err := inflate(body, sysFlag, maxInflated)
+	if err != nil {
+		// Delivered all the same, with the body as stored and the
+		// reason in a header, so that the message is dead-lettered
+		// (a task that does not decode) or handled, not skipped.
+		m.body = bytes.Clone(body)
+		m.props[HeaderPrefix+HeaderBodyError] = err.Error()
+		return m, &bodyError{queueID: m.queueID, offset: m.queueOffset, err: err}
+	}
+	m.body = inflated
 	return m, nil
 }
 

@@ -207,7 +207,7 @@ func TestInflateLimit(t *testing.T) {
 		}
 		for _, limit := range []int{n - 1, 1000} {
 			msgs, err := decodeMessages(data, limit)
-			if len(msgs) != 0 || !errors.Is(err, errInflatedTooLarge) {
+			if len(msgs) != 1 || msgs[0].props[HeaderPrefix+HeaderBodyError] == "" || !errors.Is(err, errInflatedTooLarge) {
 				t.Errorf("%v at a limit of %d: %d messages, %v; want errInflatedTooLarge", c, limit, len(msgs), err)
 				continue
 			}
@@ -233,8 +233,9 @@ func TestInflateLimitZstdDeclaredSize(t *testing.T) {
 	}
 }
 
-// A message whose body does not decode is left out, naming its offset;
-// the messages around it are decoded.
+// A message whose body does not decode comes undecoded, with the reason
+// in HeaderBodyError, and the error names its offset; the messages around
+// it are decoded.
 func TestDecodeBodyErrorKeepsOthers(t *testing.T) {
 	good := func(off int64) []byte {
 		return encodeStored(storedMessage{offset: off, body: []byte(fmt.Sprint("body ", off))})
@@ -245,8 +246,17 @@ func TestDecodeBodyErrorKeepsOthers(t *testing.T) {
 	data = append(data, encodeStored(storedMessage{offset: 3, sysFlag: wantSysFlag[CompressionZstd], body: []byte("not zstd")})...)
 	data = append(data, good(4)...)
 	msgs, err := decodeMessages(data, 0)
-	if len(msgs) != 2 || msgs[0].queueOffset != 1 || msgs[1].queueOffset != 4 || string(msgs[1].body) != "body 4" {
-		t.Fatalf("decoded %d messages, want those at offsets 1 and 4", len(msgs))
+	if len(msgs) != 4 || msgs[0].queueOffset != 1 || msgs[3].queueOffset != 4 || string(msgs[3].body) != "body 4" {
+		t.Fatalf("decoded %d messages, want 4, at offsets 1 to 4", len(msgs))
+	}
+	for i, body := range map[int]string{1: "x", 2: "not zstd"} {
+		m := msgs[i].toBus()
+		if string(m.Body) != body || m.Headers[HeaderBodyError] == "" {
+			t.Errorf("undecodable message %d: body %q, headers %v; want the stored body and %s", i, m.Body, m.Headers, HeaderBodyError)
+		}
+	}
+	if h := msgs[0].toBus().Headers; h[HeaderBodyError] != "" {
+		t.Errorf("a decoded message has %s %q", HeaderBodyError, h[HeaderBodyError])
 	}
 	for _, want := range []string{"offset 2 of queue 0", "unknown compression type 5", "offset 3 of queue 0", "zstd body"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -257,7 +267,7 @@ func TestDecodeBodyErrorKeepsOthers(t *testing.T) {
 	// failures too.
 	data = append(data, 0, 0, 0, 99)
 	msgs, err = decodeMessages(data, 0)
-	if len(msgs) != 2 || !errors.Is(err, errMalformed) || !strings.Contains(err.Error(), "offset 3 of queue 0") {
+	if len(msgs) != 4 || !errors.Is(err, errMalformed) || !strings.Contains(err.Error(), "offset 3 of queue 0") {
 		t.Fatalf("decoded %d messages, %v", len(msgs), err)
 	}
 }
@@ -267,7 +277,7 @@ func TestDecodeUnknownCompressionType(t *testing.T) {
 		data := encodeStored(storedMessage{offset: 9, sysFlag: sysFlagCompressed | typ<<8, body: []byte("body")})
 		msgs, err := decodeMessages(data, 0)
 		var be *bodyError
-		if len(msgs) != 0 || !errors.As(err, &be) || be.offset != 9 ||
+		if len(msgs) != 1 || string(msgs[0].body) != "body" || !errors.As(err, &be) || be.offset != 9 ||
 			!strings.Contains(err.Error(), fmt.Sprintf("unknown compression type %d", typ)) {
 			t.Errorf("type %d: %d messages, %v", typ, len(msgs), err)
 		}
@@ -446,6 +456,7 @@ func FuzzDecodeMessages(f *testing.F) {
 				good = append(good, m)
 			case errors.As(err, &be):
 				broken = true
+				good = append(good, m) // delivered undecoded
 			case errors.Is(err, errMalformed):
 				whole = false
 			default:
@@ -457,7 +468,7 @@ func FuzzDecodeMessages(f *testing.F) {
 			rest = rest[size:]
 		}
 		if len(msgs) != len(good) {
-			t.Fatalf("decoded %d messages, the frames hold %d that decode", len(msgs), len(good))
+			t.Fatalf("decoded %d messages, the frames hold %d", len(msgs), len(good))
 		}
 		for i, m := range msgs {
 			if m.queueOffset != good[i].queueOffset || !bytes.Equal(m.body, good[i].body) {

@@ -9,6 +9,10 @@
 //	b, err := rocketmq.New(ctx, rocketmq.Options{NameServers: []string{"127.0.0.1:9876"}})
 //
 // The URL names name servers; see Scheme for its parameters.
+// rocketmqs:// connects over TLS, and the URL's user and password are the
+// ACL's access key and secret key:
+//
+//	b, err := bus.Open(ctx, "rocketmqs://AK:SK@ns.example:9876?tls_ca=/etc/ca.pem")
 //
 // # Why no client library
 //
@@ -83,8 +87,10 @@
 // the system flag has no type, as clients before RocketMQ 5 write it),
 // the LZ4 frame format and zstd. A body that would inflate past
 // Options.MaxInflatedSize (64 MiB by default), or that does not decode,
-// is passed over undelivered: the error is logged with the message's
-// queue and offset, and the messages after it are delivered.
+// is delivered as stored, with the reason in the header HeaderBodyError
+// (and logged with the message's queue and offset): it is handled or
+// dead-lettered like any other message (a task that does not decode is
+// dead-lettered), never skipped.
 //
 // Deliveries are handed out in queue order, at most Prefetch unsettled at
 // once, and may be settled in any order: a queue's consume offset, stored
@@ -114,9 +120,43 @@
 // in hand back the same way as a Nack without delay (counted as an
 // attempt), so the group's next member gets them at once.
 //
+// # TLS and ACL
+//
+// With Options.TLS (rocketmqs://, tls=true or any TLS parameter of
+// driver.Params) every connection, to the name servers and to the
+// brokers, is TLS, and the handshake is part of the dial, bounded by
+// Options.DialTimeout. The server's certificate is verified against the
+// system's roots, or Options.TLS.RootCAs (tls_ca), for the host of the
+// address dialled: the name servers' as the URL gives them, the brokers'
+// as the name servers list them (their brokerIP1), so their certificates
+// must name those addresses, unless tls_server_name names the one name
+// all certificates carry. A failed handshake fails New with
+// bus.ErrUnreachable and an error that names the certificate problem.
+// RocketMQ's name server and broker take TLS with tls.server.mode=enforcing
+// (or permissive, which takes both) and tls.test.mode.enable=false; the
+// broker connects to the name servers with tls.enable=true.
+//
+// With Options.AccessKey and Options.SecretKey every request carries the
+// ext fields AccessKey, Signature (and SecurityToken with
+// Options.SecurityToken), as the Java client's AclClientRPCHook adds
+// them: Signature is the base64 HMAC-SHA1, under the secret key, of the
+// values of the other ext fields in the order of their names, followed by
+// the body. Brokers with ACL 1.0 (RocketMQ 4.4 to 5.2, aclEnable=true)
+// and ACL 2.0 (5.3 and later, authenticationEnabled=true, the user's name
+// and password as the keys) check the same signature. Name servers take
+// no credentials, so New succeeds with a wrong key; the first Publish or
+// Subscribe fails with a *ResponseError that matches bus.ErrAuth (an
+// unknown user, a bad signature, no credentials), without retrying, and
+// one the ACL's authorization refuses (authorizationEnabled) matches
+// bus.ErrForbidden. The secret key never leaves the process; it shows in
+// no error, and Options print it as "xxxxx". A URL with credentials must
+// say whether it uses TLS (see Scheme): the signature covers no time or
+// nonce, so a request captured on a plain connection can be sent again.
+//
 // # Limits
 //
-// The broker's ACL (access keys) and TLS are not implemented. Message
+// Client certificates are sent when Options.TLS has them (tls_cert,
+// tls_key), but RocketMQ's ACL does not map them to users. Message
 // tags and SQL filters, transactions, broadcasting consumption and
 // RocketMQ 5's POP consumption are not used.
 package rocketmq

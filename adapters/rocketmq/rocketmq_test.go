@@ -297,3 +297,38 @@ func TestCompressedRoundTrip(t *testing.T) {
 		})
 	}
 }
+
+// TestUninflatableIsDelivered: a body stored compressed that inflates past
+// the consumer's MaxInflatedSize comes as stored, with the reason in
+// HeaderBodyError, rather than being skipped; which also shows that the
+// broker holds the compressed body.
+func TestUninflatableIsDelivered(t *testing.T) {
+	o := options(t)
+	o.Compression, o.CompressOver = rocketmq.CompressionZstd, 1024
+	pub := newBroker(t, o)
+	o.Compression, o.MaxInflatedSize = rocketmq.CompressionNone, 2048
+	con := newBroker(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topic := brokertest.Name(t)
+	body := []byte(strings.Repeat("compressible ", 1000)) // 13 kB, well past 2 kB
+	m := bus.NewMessage(body)
+	if err := pub.Publish(ctx, topic, m); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := con.Subscribe(ctx, topic, bus.SubscribeOptions{Group: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	d, err := sub.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := d.Message()
+	if got.ID != m.ID || got.Headers[rocketmq.HeaderBodyError] == "" || len(got.Body) >= len(body) {
+		t.Fatalf("got %s with %d bytes and headers %v; want %s, its compressed body and %s", got.ID, len(got.Body), got.Headers, m.ID, rocketmq.HeaderBodyError)
+	}
+	t.Logf("%s: %s (%d bytes as stored)", rocketmq.HeaderBodyError, got.Headers[rocketmq.HeaderBodyError], len(got.Body))
+	d.Ack(ctx)
+}
