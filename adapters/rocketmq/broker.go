@@ -160,10 +160,12 @@ type pool struct {
 	dialTimeout  time.Duration
 	writeTimeout time.Duration
 	onRequest    func(*command)
+	transport    transport // TLS and request signing
 }
 
 func newPool(opts Options, onRequest func(*command)) *pool {
-	return &pool{conns: map[string]*conn{}, dialTimeout: opts.DialTimeout, writeTimeout: opts.RequestTimeout, onRequest: onRequest}
+	return &pool{conns: map[string]*conn{}, dialTimeout: opts.DialTimeout, writeTimeout: opts.RequestTimeout, onRequest: onRequest,
+		transport: opts.transport()}
 }
 
 func (p *pool) get(ctx context.Context, addr string) (*conn, error) {
@@ -177,7 +179,7 @@ func (p *pool) get(ctx context.Context, addr string) (*conn, error) {
 	if c != nil && !c.broken() {
 		return c, nil
 	}
-	nc, err := dial(ctx, addr, p.dialTimeout, p.writeTimeout, p.onRequest)
+	nc, err := p.transport.dial(ctx, addr, p.dialTimeout, p.writeTimeout, p.onRequest)
 	if err != nil {
 		return nil, err
 	}

@@ -141,7 +141,7 @@
 // Options.SecurityToken), as the Java client's AclClientRPCHook adds
 // them: Signature is the base64 HMAC-SHA1, under the secret key, of the
 // values of the other ext fields in the order of their names, followed by
-// the body. Brokers with ACL 1.0 (RocketMQ 4.4 to 5.2, aclEnable=true)
+// the body. Brokers with ACL 1.0 (RocketMQ 4.4 to 5.3.2, aclEnable=true)
 // and ACL 2.0 (5.3 and later, authenticationEnabled=true, the user's name
 // and password as the keys) check the same signature. Name servers take
 // no credentials, so New succeeds with a wrong key; the first Publish or

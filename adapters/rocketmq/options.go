@@ -1,6 +1,7 @@
 package rocketmq
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -95,7 +96,47 @@ type Options struct {
 	// Logger receives errors of the background work (pulling, committing,
 	// rebalancing), which is retried. Default slog.Default().
 	Logger *slog.Logger
+
+	// TLS, when set, makes every connection, to the name servers and to
+	// the brokers, TLS with this configuration. A server's certificate
+	// is verified for the host of the address dialled (the brokers'
+	// addresses come from the name servers) unless ServerName names
+	// another. Default nil: plain TCP.
+	TLS *tls.Config
+	// AccessKey and SecretKey are the credentials of the brokers' ACL
+	// (ACL 1.0 of RocketMQ 4.4 to 5.3.2; with ACL 2.0, of 5.3 and later,
+	// the user's name and password). With an AccessKey, every request
+	// carries it and its signature, made with SecretKey, which is never
+	// sent. Name servers
+	// take no credentials, so a wrong key fails the first request to a
+	// broker (Publish, Subscribe), with an error that matches
+	// bus.ErrAuth. Default: requests go unsigned.
+	AccessKey string
+	SecretKey string
+	// SecurityToken goes with every signed request when set, for
+	// services that issue temporary keys with a token.
+	SecurityToken string
 }
+
+// String describes the options with SecretKey and SecurityToken replaced
+// by "xxxxx", so that printing or logging Options never reveals them.
+func (o Options) String() string {
+	type fields Options // without the methods, for %+v
+	c := o
+	if c.SecretKey != "" {
+		c.SecretKey = "xxxxx"
+	}
+	if c.SecurityToken != "" {
+		c.SecurityToken = "xxxxx"
+	}
+	return fmt.Sprintf("%+v", fields(c))
+}
+
+// GoString keeps %#v from printing the secret key.
+func (o Options) GoString() string { return "rocketmq.Options" + o.String() }
+
+// LogValue keeps slog from printing the secret key.
+func (o Options) LogValue() slog.Value { return slog.StringValue(o.String()) }
 
 func (o Options) withDefaults() Options {
 	if len(o.NameServers) == 0 {
@@ -164,6 +205,14 @@ func (o Options) Validate() error {
 	if o.MaxInflatedSize < 0 {
 		add("MaxInflatedSize %d is negative", o.MaxInflatedSize)
 	}
+	switch {
+	case o.AccessKey != "" && o.SecretKey == "":
+		add("AccessKey %q has no SecretKey", o.AccessKey)
+	case o.AccessKey == "" && o.SecretKey != "":
+		add("a SecretKey needs its AccessKey")
+	case o.AccessKey == "" && o.SecurityToken != "":
+		add("a SecurityToken needs an AccessKey")
+	}
 	for name, d := range map[string]time.Duration{
 		"DialTimeout": o.DialTimeout, "RequestTimeout": o.RequestTimeout, "PollTimeout": o.PollTimeout,
 		"CommitInterval": o.CommitInterval, "RebalanceInterval": o.RebalanceInterval, "DrainTimeout": o.DrainTimeout,
@@ -178,15 +227,29 @@ func (o Options) Validate() error {
 	return &bus.ConfigError{Problems: p}
 }
 
-// Scheme is the URL scheme of this package, registered with bus.Register:
+// Schemes of the URLs this package opens, registered with bus.Register:
+// rocketmq:// over TCP, rocketmqs:// over TLS.
 //
-//	rocketmq://host:port[,host:port...][?param=value&...]
+//	rocketmq://[accessKey:secretKey@]host:port[,host:port...][?param=value&...]
+//	rocketmqs://[accessKey:secretKey@]host:port[,host:port...][?param=value&...]
 //
 // The hosts are name servers; a host without a port gets 9876 (Go's URL
-// parser wants a port on the last host, if any host has one). Durations
-// are Go durations ("250ms", "10s"). Parameters (see Options for what
-// each means and its default):
+// parser wants a port on the last host, if any host has one). The user
+// and password are Options.AccessKey and Options.SecretKey, percent-encoded
+// where they hold reserved characters. RocketMQ's signature keeps the
+// secret key secret but does not keep a captured request from being sent
+// again, so a URL with credentials must say whether it uses TLS:
+// rocketmqs://, tls=true or any TLS parameter; or tls=false, for signed
+// requests over plain TCP. Durations are Go durations ("250ms", "10s").
+// Parameters (see Options for what each means and its default):
 //
+//	tls                 true: TLS, as rocketmqs:// (with the system's
+//	                    roots unless tls_ca names others)
+//	tls_ca, tls_cert, tls_key, tls_server_name, tls_skip_verify
+//	                    the TLS parameters every backend shares (see
+//	                    driver.Params); each implies tls. Without
+//	                    tls_server_name, each server's certificate is
+//	                    verified for the host dialled
 //	queues              Options.Queues
 //	create_topics       false: Options.NoTopicCreation
 //	max_message_size    Options.MaxMessageSize
@@ -199,18 +262,37 @@ func (o Options) Validate() error {
 //	compression         Options.Compression: none, zlib, lz4 or zstd
 //	compress_over       Options.CompressOver
 //	max_inflated_size   Options.MaxInflatedSize
-const Scheme = "rocketmq"
+const (
+	Scheme    = "rocketmq"
+	SchemeTLS = "rocketmqs"
+)
 
-// ParseURL returns the Options a rocketmq:// URL describes. Errors match
-// bus.ErrBadURL and list every problem.
+func init() { bus.Register(SchemeTLS, open) }
+
+// ParseURL returns the Options a rocketmq:// or rocketmqs:// URL
+// describes. Errors match bus.ErrBadURL, list every problem, and never
+// contain the secret key.
 func ParseURL(u *url.URL) (Options, error) {
 	var o Options
-	if u.Scheme != Scheme {
-		return o, fmt.Errorf("%w: %s: scheme %q, want %q", bus.ErrBadURL, u.Redacted(), u.Scheme, Scheme)
+	if u.Scheme != Scheme && u.Scheme != SchemeTLS {
+		return o, fmt.Errorf("%w: %s: scheme %q, want %q or %q", bus.ErrBadURL, u.Redacted(), u.Scheme, Scheme, SchemeTLS)
 	}
 	p := driver.NewParams(u)
+	tlsGiven := p.Has("tls")
+	o.TLS = p.TLS(u.Scheme == SchemeTLS, true)
+	if o.TLS != nil && !p.Has("tls_server_name", "server_name_indication") {
+		// Each name server and broker is verified by its own address.
+		o.TLS.ServerName = ""
+	}
 	if u.User != nil {
-		p.Problemf("credentials are not supported (the broker's ACL is not implemented by this package)")
+		o.AccessKey = u.User.Username()
+		o.SecretKey, _ = u.User.Password()
+		if o.AccessKey == "" {
+			p.Problemf("the URL's user, the access key, is empty")
+		}
+		if o.TLS == nil && !tlsGiven {
+			p.Problemf("credentials over plain TCP: use %s:// (or tls=true) for TLS, or say tls=false", SchemeTLS)
+		}
 	}
 	if u.Path != "" && u.Path != "/" {
 		p.Problemf("unexpected path %q", u.Path)

@@ -3,6 +3,7 @@ package rocketmq
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/omnibus-mq/omnibus/bus"
 )
 
 // RocketMQ remoting request codes used here.
@@ -69,7 +72,10 @@ type command struct {
 	body      []byte
 }
 
-// ResponseError is a response whose code is not success.
+// ResponseError is a response whose code is not success. A broker's
+// refusal of the credentials (Options.AccessKey, Options.SecretKey)
+// matches bus.ErrAuth with errors.Is, and its refusal of an operation
+// the user has no permission for matches bus.ErrForbidden.
 type ResponseError struct {
 	Request int    // request code
 	Code    int    // response code
@@ -77,7 +83,20 @@ type ResponseError struct {
 }
 
 func (e *ResponseError) Error() string {
-	return fmt.Sprintf("rocketmq: request %d answered with code %d: %s", e.Request, e.Code, e.Remark)
+	msg := fmt.Sprintf("rocketmq: request %d answered with code %d: %s", e.Request, e.Code, e.Remark)
+	switch refusal(e.Code, e.Remark) {
+	case bus.ErrAuth:
+		msg += " (the broker refused the access key or its signature: check Options.AccessKey and SecretKey)"
+	case bus.ErrForbidden:
+		msg += " (the broker's ACL does not allow this user the operation)"
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, bus.ErrAuth) and errors.Is(err, bus.ErrForbidden)
+// true for the refusals they name.
+func (e *ResponseError) Is(target error) bool {
+	return (target == bus.ErrAuth || target == bus.ErrForbidden) && refusal(e.Code, e.Remark) == target
 }
 
 // errConnClosed reports a connection that is closed or broke.
@@ -87,9 +106,13 @@ var errConnClosed = errors.New("rocketmq: connection closed")
 // matched to responses by their opaque number. Requests from the server
 // (a broker notifying consumers, asking for their status) go to onRequest;
 // two-way ones are answered "not supported" unless onRequest answers.
+// Requests to the server are signed with cred; answers to the server's
+// requests are not (the Java client signs its requests only).
 type conn struct {
 	addr      string
-	nc        net.Conn
+	nc        net.Conn // raw, or a TLS client of raw
+	raw       net.Conn // the TCP connection
+	cred      credentials
 	wmu       sync.Mutex
 	writeFor  time.Duration // a write not done in this long breaks the connection
 	next      atomic.Int32
@@ -101,19 +124,64 @@ type conn struct {
 	onRequest func(*command)
 }
 
-// dial connects to addr. A write to the connection that has not finished
-// after writeFor (a peer that stopped reading, a cut link) breaks the
-// connection, so that it fails every request waiting on it rather than
-// holding them behind its write lock.
+// transport is how connections reach the servers: over TLS when tls is
+// set (a name server's or broker's certificate is verified for the host
+// of the address dialled unless tls.ServerName names another), with
+// requests signed by cred.
+type transport struct {
+	tls  *tls.Config
+	cred credentials
+}
+
+// transport returns the transport the options describe.
+func (o Options) transport() transport {
+	return transport{tls: o.TLS, cred: credentials{accessKey: o.AccessKey, secretKey: o.SecretKey, securityToken: o.SecurityToken}}
+}
+
+// dial connects to addr over plain TCP, with unsigned requests.
 func dial(ctx context.Context, addr string, timeout, writeFor time.Duration, onRequest func(*command)) (*conn, error) {
-	d := net.Dialer{Timeout: timeout}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	return transport{}.dial(ctx, addr, timeout, writeFor, onRequest)
+}
+
+// dial connects to addr, and completes the TLS handshake, within timeout
+// and ctx. A write to the connection that has not finished after writeFor
+// (a peer that stopped reading, a cut link) breaks the connection, so that
+// it fails every request waiting on it rather than holding them behind its
+// write lock.
+func (t transport) dial(ctx context.Context, addr string, timeout, writeFor time.Duration, onRequest func(*command)) (*conn, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	nc := raw
+	if t.tls != nil {
+		cfg := t.tls
+		if cfg.ServerName == "" {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				host = addr
+			}
+			cfg = cfg.Clone()
+			cfg.ServerName = host
+		}
+		tc := tls.Client(raw, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("rocketmq: TLS handshake with %s: %w", addr, err)
+		}
+		nc = tc
 	}
 	c := &conn{
 		addr:      addr,
 		nc:        nc,
+		raw:       raw,
+		cred:      t.cred,
 		writeFor:  writeFor,
 		pending:   map[int32]chan *command{},
 		done:      make(chan struct{}),
@@ -163,7 +231,9 @@ func (c *conn) fail(err error) {
 		close(c.done)
 	}
 	c.mu.Unlock()
-	c.nc.Close()
+	// Closing the TCP connection, not the TLS client, ends a write in
+	// progress at once (a TLS close waits for it, to send close_notify).
+	c.raw.Close()
 }
 
 // Close closes the connection and waits for its reader to end.
@@ -237,7 +307,7 @@ func (c *conn) write(cmd *command) error {
 // connection's failure. A response with a code other than success is
 // returned as it is: callers interpret the codes.
 func (c *conn) call(ctx context.Context, code int, ext map[string]string, body []byte) (*command, error) {
-	req := &command{Code: code, Language: "GO", Version: 500, Opaque: c.next.Add(1), ExtFields: ext, body: body}
+	req := &command{Code: code, Language: "GO", Version: 500, Opaque: c.next.Add(1), ExtFields: c.cred.sign(ext, body), body: body}
 	ch := make(chan *command, 1)
 	c.mu.Lock()
 	if c.err != nil {
@@ -263,6 +333,11 @@ func (c *conn) call(ctx context.Context, code int, ext map[string]string, body [
 		forget()
 		return nil, ctx.Err()
 	case <-c.done:
+		select {
+		case resp := <-ch: // answered before the connection broke
+			return resp, nil
+		default:
+		}
 		forget()
 		c.mu.Lock()
 		err := c.err
