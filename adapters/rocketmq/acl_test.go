@@ -23,13 +23,17 @@ import (
 //
 //	printf '%s' 'omnibusgthello' | openssl dgst -sha1 -hmac secret -binary | base64
 //
-// and checked with jshell against javax.crypto.Mac "HmacSHA1" over the
-// same UTF-8 bytes, base64 by java.util.Base64's basic encoder, as
-// RocketMQ's AclSigner does (it uses commons-codec's equivalent):
+// and checked with jshell, for every case, against javax.crypto.Mac
+// "HmacSHA1" over the same UTF-8 bytes, base64 by java.util.Base64's
+// basic encoder, as RocketMQ's AclSigner does (it uses commons-codec's
+// equivalent):
 //
 //	var mac = javax.crypto.Mac.getInstance("HmacSHA1");
 //	mac.init(new javax.crypto.spec.SecretKeySpec("secret".getBytes("UTF-8"), "HmacSHA1"));
 //	java.util.Base64.getEncoder().encodeToString(mac.doFinal("omnibusgthello".getBytes("UTF-8")));
+//
+// and against the Signature that AclClientRPCHook of rocketmq-client
+// 5.5.0 adds to a RemotingCommand with the same ext fields and body.
 func TestSignature(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
