@@ -28,7 +28,7 @@ func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next 
 func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		r.add(cmd)
+		r.add(err, cmd)
 		return err
 	}
 }
@@ -36,17 +36,23 @@ func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
-		r.add(cmds...)
+		r.add(err, cmds...)
 		return err
 	}
 }
 
-func (r *roundTrips) add(cmds ...redis.Cmder) {
+// add records a round trip. Whether a script was missing shows in the
+// error next returned, or in a pipeline's commands: some clients (the
+// Sentinel failover client) set a command's error only after the hooks.
+func (r *roundTrips) add(err error, cmds ...redis.Cmder) {
 	var trip []string
-	missed := false
+	noScript := func(err error) bool {
+		return errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT")
+	}
+	missed := noScript(err)
 	for _, c := range cmds {
 		trip = append(trip, fmt.Sprint(c.Args()...))
-		missed = missed || redis.HasErrorPrefix(c.Err(), "NOSCRIPT")
+		missed = missed || noScript(c.Err())
 	}
 	r.mu.Lock()
 	r.trips = append(r.trips, trip)
