@@ -102,14 +102,38 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, opts.DialTimeout)
 	defer cancel()
-	if _, err := b.clusterMasters(dctx); err != nil {
+	masters, err := b.clusterMasters(dctx)
+	if err != nil {
 		b.Close(ctx)
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: name servers %v: %w", bus.ErrUnreachable, opts.NameServers, ctx.Err())
 		}
 		return nil, fmt.Errorf("%w: name servers %v: %v", bus.ErrUnreachable, opts.NameServers, err)
 	}
+	if err := b.checkCredentials(dctx, masters); err != nil {
+		b.Close(ctx)
+		return nil, err
+	}
 	return &Broker{Broker: driver.New(b, driver.Options{Logger: opts.Logger, Name: "rocketmq"}), c: b}, nil
+}
+
+// checkCredentials asks a master broker for its runtime information, a
+// signed request, so that credentials it refuses fail New (the name
+// servers check none). Only a refusal of the credentials fails: a broker
+// that cannot be reached now, or that refuses the user this request, is
+// left to the calls that need it.
+func (b *client) checkCredentials(ctx context.Context, masters []string) error {
+	if b.opts.AccessKey == "" || len(masters) == 0 {
+		return nil
+	}
+	c, err := b.brokers.get(ctx, masters[0])
+	if err != nil {
+		return nil
+	}
+	if _, err := c.callOK(ctx, codeGetBrokerRuntimeInfo, nil, nil); errors.Is(err, bus.ErrAuth) {
+		return fmt.Errorf("rocketmq: broker %s: %w", masters[0], err)
+	}
+	return nil
 }
 
 // Features reports what this backend guarantees.

@@ -144,11 +144,13 @@
 // the body. Brokers with ACL 1.0 (RocketMQ 4.4 to 5.3.2, aclEnable=true)
 // and ACL 2.0 (5.3 and later, authenticationEnabled=true, the user's name
 // and password as the keys) check the same signature. Name servers take
-// no credentials, so New succeeds with a wrong key; the first Publish or
-// Subscribe fails with a *ResponseError that matches bus.ErrAuth (an
-// unknown user, a bad signature, no credentials), without retrying, and
-// one the ACL's authorization refuses (authorizationEnabled) matches
-// bus.ErrForbidden. The secret key never leaves the process; it shows in
+// no credentials, so New asks a master broker for its runtime information
+// with them: credentials it refuses (an unknown user, a bad signature)
+// fail New with an error that matches bus.ErrAuth. Without credentials,
+// against a broker that wants them, the first Publish or Subscribe fails
+// with a *ResponseError matching bus.ErrAuth, without retrying; an
+// operation the ACL's authorization refuses (authorizationEnabled)
+// matches bus.ErrForbidden. The secret key never leaves the process; it shows in
 // no error, and Options print it as "xxxxx". A URL with credentials must
 // say whether it uses TLS (see Scheme): the signature covers no time or
 // nonce, so a request captured on a plain connection can be sent again.

@@ -111,19 +111,41 @@ func TestSecureRoundTrip(t *testing.T) {
 	t.Logf("broker groups: %+v", groups)
 }
 
-// TestSecureWrongCredentials: a wrong secret key, an unknown user, or no
-// credentials at all, are refused by the broker with an error that
-// matches bus.ErrAuth and shows no secret. The name servers take no
-// credentials, so New succeeds and the first request to the broker
-// fails.
+// TestSecureWrongCredentials: a wrong secret key or an unknown user fail
+// New (which asks a broker, since the name servers take no credentials),
+// and no credentials at all fail the first request to the broker; every
+// error matches bus.ErrAuth and shows no secret.
 func TestSecureWrongCredentials(t *testing.T) {
 	u, sec := secureURL(t)
 	wrong := "wrong-" + sec.Password
+	noSecret := func(t *testing.T, err error) {
+		t.Helper()
+		for _, s := range []string{wrong, sec.Password} {
+			if strings.Contains(err.Error(), s) {
+				t.Fatalf("the error shows the secret key: %v", err)
+			}
+		}
+	}
 	for name, user := range map[string]*url.Userinfo{
-		"wrong secret":   url.UserPassword(sec.User, wrong),
-		"unknown user":   url.UserPassword("nobody-"+bus.NewID(), sec.Password),
-		"no credentials": nil,
+		"wrong secret": url.UserPassword(sec.User, wrong),
+		"unknown user": url.UserPassword("nobody-"+bus.NewID(), sec.Password),
 	} {
+		t.Run(name, func(t *testing.T) {
+			wu := *u
+			wu.User = user
+			b, err := rocketmq.New(context.Background(), parse(t, &wu))
+			if err == nil {
+				b.Close()
+				t.Fatal("New succeeded")
+			}
+			if !errors.Is(err, bus.ErrAuth) {
+				t.Fatalf("New = %v; want an error matching bus.ErrAuth", err)
+			}
+			noSecret(t, err)
+			t.Logf("New: %v", err)
+		})
+	}
+	for name, user := range map[string]*url.Userinfo{"no credentials": nil} {
 		t.Run(name, func(t *testing.T) {
 			wu := *u
 			wu.User = user
@@ -145,11 +167,7 @@ func TestSecureWrongCredentials(t *testing.T) {
 			if !errors.Is(err, bus.ErrAuth) {
 				t.Fatalf("Subscribe = %v; want an error matching bus.ErrAuth", err)
 			}
-			for _, s := range []string{wrong, sec.Password} {
-				if strings.Contains(err.Error(), s) {
-					t.Fatalf("the error shows the secret key: %v", err)
-				}
-			}
+			noSecret(t, err)
 		})
 	}
 }
