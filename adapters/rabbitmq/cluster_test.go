@@ -3,28 +3,13 @@ package rabbitmq_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/omnibus-mq/omnibus/adapters/rabbitmq"
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/brokertest"
 )
-
-// clusterCtlEnv names scripts/clusters for the tests that stop and start
-// nodes of the cluster it runs; scripts/cluster-test sets it.
-const clusterCtlEnv = "OMNIBUS_CLUSTER_CTL"
-
-func clusterCtl(t *testing.T, args ...string) {
-	t.Helper()
-	ctl := os.Getenv(clusterCtlEnv)
-	out, err := exec.Command(ctl, args...).CombinedOutput()
-	t.Logf("%s %v: %s", ctl, args, out)
-	if err != nil {
-		t.Fatalf("%s %v: %v", ctl, args, err)
-	}
-}
 
 // TestNodeLoss kills the node a Broker is connected to (the first of the
 // URL's) in a cluster of three with quorum queues: the Broker reconnects
@@ -33,9 +18,7 @@ func clusterCtl(t *testing.T, args ...string) {
 // delivered (a retried Publish or a delivery unsettled at the loss may
 // come twice: at least once).
 func TestNodeLoss(t *testing.T) {
-	if os.Getenv(clusterCtlEnv) == "" {
-		t.Skipf("needs a cluster of scripts/clusters, named by %s (scripts/cluster-test sets it)", clusterCtlEnv)
-	}
+	clusterCtl := brokertest.ClusterCtl(t)
 	b := connect(t, rabbitmq.Options{URL: amqpURL(t), QueueType: "quorum"})
 	defer b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -69,28 +52,11 @@ func TestNodeLoss(t *testing.T) {
 		}
 	}
 	publish("before")
-	clusterCtl(t, "stop", "rabbitmq", "1")
-	t.Cleanup(func() { clusterCtl(t, "start", "rabbitmq", "1") })
+	clusterCtl("stop", "rabbitmq", "1")
+	t.Cleanup(func() { clusterCtl("start", "rabbitmq", "1") })
 	publish("after")
 
-	got := map[string]int{}
-	for len(got) < len(want) {
-		d, err := sub.Receive(ctx)
-		if err != nil {
-			var missing []string
-			for id, body := range want {
-				if got[id] == 0 {
-					missing = append(missing, body)
-				}
-			}
-			t.Fatalf("received %d of %d distinct messages (%v): missing %v", len(got), len(want), err, missing)
-		}
-		if _, ok := want[d.Message().ID]; !ok {
-			t.Fatalf("unexpected message %q", d.Message().Body)
-		}
-		got[d.Message().ID]++
-		d.Ack(ctx)
-	}
+	got := brokertest.ReceiveAll(ctx, t, sub, want)
 	dups := 0
 	for _, n := range got {
 		dups += n - 1

@@ -76,6 +76,23 @@ func newFreezer(t *testing.T, addr string) *freezer {
 	return f
 }
 
+// frozenURL returns a freezer in front of the test's first node and the
+// URL that connects through it.
+func frozenURL(t *testing.T) (*freezer, string) {
+	t.Helper()
+	u, err := url.Parse(oneNode(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "5672")
+	}
+	f := newFreezer(t, host)
+	u.Host = f.ln.Addr().String()
+	return f, u.String()
+}
+
 func (f *freezer) freeze() { f.once.Do(func() { close(f.frozen) }) }
 
 // cut closes every proxied connection, as a failed link would.
@@ -96,17 +113,8 @@ func (f *freezer) cut() {
 // ErrConfirmTimeout, naming every message still unconfirmed; a channel
 // that cannot be opened holds Publish no longer than its context.
 func TestConfirmTimeout(t *testing.T) {
-	u, err := url.Parse(oneNode(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	host := u.Host
-	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), "5672")
-	}
-	f := newFreezer(t, host)
-	u.Host = f.ln.Addr().String()
-	b := connect(t, rabbitmq.Options{URL: u.String(), ConfirmTimeout: 300 * time.Millisecond, Heartbeat: time.Minute, PublishChannels: 2})
+	f, u := frozenURL(t)
+	b := connect(t, rabbitmq.Options{URL: u, ConfirmTimeout: 300 * time.Millisecond, Heartbeat: time.Minute, PublishChannels: 2})
 	defer b.Close()
 	defer f.cut() // before Close, which would otherwise wait for the frozen connection
 	topic := "confirmtimeout-" + bus.NewID()
@@ -119,7 +127,7 @@ func TestConfirmTimeout(t *testing.T) {
 	// The next Publish needs the second publish channel, which cannot open
 	// now: it returns when its context ends.
 	short, cancelShort := context.WithTimeout(ctx, time.Second)
-	err = b.Publish(short, topic, bus.NewMessage([]byte("no channel")))
+	err := b.Publish(short, topic, bus.NewMessage([]byte("no channel")))
 	cancelShort()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Publish needing a new channel with the replies frozen: %v, want its context's deadline", err)
@@ -142,17 +150,8 @@ func TestConfirmTimeout(t *testing.T) {
 // end, not when the heartbeat gives the connection up; and what is known
 // already goes on without them.
 func TestDeclarationsHonourContext(t *testing.T) {
-	u, err := url.Parse(oneNode(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	host := u.Host
-	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), "5672")
-	}
-	f := newFreezer(t, host)
-	u.Host = f.ln.Addr().String()
-	b := connect(t, rabbitmq.Options{URL: u.String(), Heartbeat: time.Minute})
+	f, u := frozenURL(t)
+	b := connect(t, rabbitmq.Options{URL: u, Heartbeat: time.Minute})
 	defer b.Close()
 	defer f.cut()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -2,6 +2,7 @@ package brokertest
 
 import (
 	"context"
+	"sort"
 	"testing"
 	"time"
 
@@ -51,4 +52,34 @@ func Ack(t testing.TB, d bus.Delivery) {
 	if err := d.Ack(context.Background()); err != nil {
 		t.Fatalf("Ack(%s): %v", d.Message().ID, err)
 	}
+}
+
+// ReceiveAll receives and acknowledges from sub until every message of
+// want (ID to body) has come, and returns how often each came. Anything
+// not in want, or the end of ctx first (naming the bodies missing), fails
+// the test.
+func ReceiveAll(ctx context.Context, t testing.TB, sub bus.Subscription, want map[string]string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for len(got) < len(want) {
+		d, err := sub.Receive(ctx)
+		if err != nil {
+			var missing []string
+			for id, body := range want {
+				if got[id] == 0 {
+					missing = append(missing, body)
+				}
+			}
+			sort.Strings(missing)
+			t.Fatalf("received %d of %d distinct messages (%v): missing %v", len(got), len(want), err, missing)
+		}
+		if _, ok := want[d.Message().ID]; !ok {
+			t.Fatalf("unexpected message %q", d.Message().Body)
+		}
+		got[d.Message().ID]++
+		if err := d.Ack(ctx); err != nil {
+			t.Fatalf("Ack: %v", err)
+		}
+	}
+	return got
 }
