@@ -40,7 +40,7 @@
 // "orders_2Eeu"). An omnibus group G on topic T is the RocketMQ consumer
 // group "<G>__<T>", encoded: RocketMQ wants every member of a group to
 // subscribe to the same topics, and omnibus lets one group name serve many
-// topics. Topics are created on first use, on every master broker, with
+// topics. Topics are created on first use, on every broker, with
 // Options.Queues queues (unless Options.NoTopicCreation).
 //
 // # Publishing
@@ -67,6 +67,28 @@
 // so they need zlib). Options.MaxMessageSize is checked before anything
 // is sent, on the uncompressed message; when some batches of a call are
 // stored and others not, the error is a *bus.PublishError.
+//
+// # Clusters
+//
+// A cluster of several broker groups (a master, broker id 0, and its
+// slaves each) is used whole: topics are created on every master and its
+// slaves (a slave copies its master's topics only every few seconds and
+// refuses pulls of a topic it does not know), sends go to masters only,
+// and a group whose master the name servers no longer list is pulled from
+// its lowest slave (which needs slaveReadEnable=true), with queue locks,
+// consume offsets and heartbeats there too. A send whose broker cannot be
+// reached (a refused or broken connection, a write past RequestTimeout)
+// goes once more on a fresh route: a keyless message to a queue of
+// another group, a keyed one to the queue its key picks among the queues
+// still routed; for 10 seconds keyless sends pass over that broker. A
+// send the broker answered is not sent again. Routes are asked for again
+// every 30 seconds, so a group that comes back gets its share of sends.
+// Offsets stored on a slave while its master was down stay there: when
+// the master is back, the group resumes from the master's older offsets,
+// and what was consumed meanwhile comes again (at least once). Whether a
+// send waits for a slave is the broker's configuration: with RocketMQ 5,
+// brokerRole=SYNC_MASTER waits only when inSyncReplicas is 2 or more (the
+// master counts); `omnibus doctor` shows what it finds.
 //
 // # Consuming
 //
