@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/omnibus-mq/omnibus/adapters/redisstream"
 	"github.com/omnibus-mq/omnibus/bus"
+	"github.com/omnibus-mq/omnibus/internal/brokertest"
 	"github.com/omnibus-mq/omnibus/internal/redisconn"
 )
 
@@ -152,6 +154,82 @@ func TestFailoverLosesNothing(t *testing.T) {
 	if !o.Cluster && o.MasterName == "" {
 		t.Skip("needs a Redis Cluster or Sentinel (OMNIBUS_REDIS_URL=redis+cluster:// or redis+sentinel://)")
 	}
+	testFailover(t, o, failover)
+}
+
+// The master of the topic's slot (or behind Sentinel) killed with SIGKILL
+// and started again 5 s later is ridden through the same way: its
+// replica takes over once the cluster or the Sentinels find it gone,
+// publishing goes on, and every message whose Publish succeeded (with the
+// URL's wait=1: on a replica too) is received. With wait=1 and one
+// replica per master (the cluster of scripts/clusters) the new master has
+// no replica until the killed node is back as one, so its writes fail
+// with ErrNotReplicated until then.
+func TestMasterKillLosesNothing(t *testing.T) {
+	o := options(t)
+	if !o.Cluster && o.MasterName == "" {
+		t.Skip("needs a Redis Cluster or Sentinel (OMNIBUS_REDIS_URL=redis+cluster:// or redis+sentinel://)")
+	}
+	ctl := brokertest.ClusterCtl(t)
+	testFailover(t, o, func(ctx context.Context, b *redisstream.Broker, o redisstream.Options, topic string) error {
+		addr, err := masterAddr(ctx, b, o, topic)
+		if err != nil {
+			return err
+		}
+		node, err := clusterNode(addr)
+		if err != nil {
+			return err
+		}
+		ctl("stop", "redis", node)
+		t.Cleanup(func() { ctl("start", "redis", node) }) // when the test fails before the start
+		time.Sleep(5 * time.Second)
+		ctl("start", "redis", node)
+		return nil
+	})
+}
+
+// clusterNode names the scripts/clusters node at addr: 10.77.0.2N is
+// cluster node cN, 10.77.0.3N the Sentinel set's server sN.
+func clusterNode(addr string) (string, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	var last int
+	if _, err := fmt.Sscanf(host, "10.77.0.%d", &last); err != nil {
+		return "", fmt.Errorf("%s is not a node of scripts/clusters", addr)
+	}
+	switch {
+	case last > 20 && last <= 26:
+		return fmt.Sprintf("c%d", last-20), nil
+	case last > 30 && last <= 33:
+		return fmt.Sprintf("s%d", last-30), nil
+	}
+	return "", fmt.Errorf("%s is not a Redis node of scripts/clusters", addr)
+}
+
+// masterAddr returns the address of the master that holds topic.
+func masterAddr(ctx context.Context, b *redisstream.Broker, o redisstream.Options, topic string) (string, error) {
+	if cc, ok := b.Client().(*redis.ClusterClient); ok {
+		master, err := cc.MasterForKey(ctx, topic)
+		if err != nil {
+			return "", err
+		}
+		return master.Options().Addr, nil
+	}
+	sentinel := redis.NewSentinelClient(&redis.Options{Addr: o.Addrs[0], Password: o.SentinelPassword})
+	defer sentinel.Close()
+	addr, err := sentinel.GetMasterAddrByName(ctx, o.MasterName).Result()
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort(addr[0], addr[1]), nil
+}
+
+// testFailover publishes and consumes all along while cause makes the
+// topic's master give way, and checks that publishing goes on and that
+// every message whose Publish succeeded is received.
+func testFailover(t *testing.T, o redisstream.Options, cause func(context.Context, *redisstream.Broker, redisstream.Options, string) error) {
 	o.VisibilityTimeout = 5 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -164,6 +242,9 @@ func TestFailoverLosesNothing(t *testing.T) {
 	sent := map[string]bool{}
 	var failed, lastErr int
 	var lastError error
+	// failAt: when the last failure returned; okAt: when the first
+	// publish started after it succeeded (zero while none has).
+	var failAt, okAt, lastOK time.Time
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -175,16 +256,22 @@ func TestFailoverLosesNothing(t *testing.T) {
 			case <-time.After(5 * time.Millisecond):
 			}
 			m := bus.NewMessage([]byte(strconv.Itoa(i)))
+			start := time.Now()
 			pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
 			err := b.Publish(pctx, topic, m)
 			pcancel()
 			mu.Lock()
 			if err == nil {
 				sent[m.ID] = true
+				lastOK = time.Now()
+				if okAt.IsZero() && start.After(failAt) {
+					okAt = time.Now()
+				}
 			} else {
 				failed++
 				lastErr = i
 				lastError = err
+				failAt, okAt = time.Now(), time.Time{}
 			}
 			mu.Unlock()
 		}
@@ -208,33 +295,35 @@ func TestFailoverLosesNothing(t *testing.T) {
 
 	time.Sleep(time.Second)
 	t0 := time.Now()
-	if err := failover(ctx, b, o, topic); err != nil {
+	if err := cause(ctx, b, o, topic); err != nil {
 		t.Fatal(err)
 	}
-	// Publishing goes on after the failover: a success later than every
-	// failure, soon.
+	// Publishing goes on after the failover: a publish started after the
+	// last failure succeeded, and nothing failed for 2 s since.
 	for {
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 		mu.Lock()
-		n, f := len(sent), failed
+		ok, fAt, latest, f, last := okAt, failAt, lastOK, failed, lastError
 		mu.Unlock()
-		if time.Since(t0) > 3*time.Second && n > 0 {
-			mu.Lock()
-			recent := failed == f
-			mu.Unlock()
-			if recent {
-				break
-			}
+		recovered := !ok.IsZero() && time.Since(ok) > 2*time.Second
+		if fAt.Before(t0) { // nothing failed since the fault
+			recovered = latest.After(t0.Add(2 * time.Second))
+		}
+		if recovered && time.Since(t0) > 3*time.Second {
+			break
 		}
 		if time.Since(t0) > 45*time.Second {
-			t.Fatalf("publishing still fails %v after the failover: %d failures, last %v", time.Since(t0), f, lastError)
+			t.Fatalf("publishing still fails %v after the failover: %d failures, last %v", time.Since(t0), f, last)
 		}
 	}
-	time.Sleep(time.Second)
 	close(stop)
 	<-done
 	mu.Lock()
-	t.Logf("%d published, %d publishes failed around the failover (last #%d: %v)", len(sent), failed, lastErr, lastError)
+	resumed := "no publish failed after the fault"
+	if failAt.After(t0) {
+		resumed = fmt.Sprintf("the first success after the last failure %v after the fault", okAt.Sub(t0).Round(time.Millisecond))
+	}
+	t.Logf("%d published, %d publishes failed around the failover (last #%d: %v); %s", len(sent), failed, lastErr, lastError, resumed)
 	mu.Unlock()
 
 	deadline := time.Now().Add(30 * time.Second)
