@@ -177,7 +177,7 @@ func TestStalledWriteBreaksConnection(t *testing.T) {
 			accepted <- nc // held open, never read
 		}
 	}()
-	c, err := dial(t.Context(), ln.Addr().String(), time.Second, 200*time.Millisecond, nil)
+	c, err := transport{}.dial(t.Context(), ln.Addr().String(), time.Second, 200*time.Millisecond, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

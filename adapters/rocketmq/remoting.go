@@ -138,11 +138,6 @@ func (o Options) transport() transport {
 	return transport{tls: o.TLS, cred: credentials{accessKey: o.AccessKey, secretKey: o.SecretKey, securityToken: o.SecurityToken}}
 }
 
-// dial connects to addr over plain TCP, with unsigned requests.
-func dial(ctx context.Context, addr string, timeout, writeFor time.Duration, onRequest func(*command)) (*conn, error) {
-	return transport{}.dial(ctx, addr, timeout, writeFor, onRequest)
-}
-
 // dial connects to addr, and completes the TLS handshake, within timeout
 // and ctx. A write to the connection that has not finished after writeFor
 // (a peer that stopped reading, a cut link) breaks the connection, so that
