@@ -99,16 +99,20 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 // producerOptions configure the franz-go client that writes every record:
 // published messages, retries and dead letters.
 //
-// Idempotent writes stay on, as franz-go has them by default: the broker
-// drops the duplicates of the producer's own retries, and a partition may
-// have up to five produce requests in flight without reordering. Kafka 3.0
+// Idempotent writes stay on, as franz-go has them by default, unless
+// Options.Acks is AcksLeader: the broker drops the duplicates of the
+// producer's own retries, and a partition may have up to five produce
+// requests in flight without reordering. Kafka 3.0
 // and later allow it to any principal that may write to a topic; earlier
 // versions ask for IDEMPOTENT_WRITE on the cluster.
 func (c *conn) producerOptions() []franz.Opt {
 	o := c.opts
 	codec, _ := compression(o.Compression)
-	return append(c.connOptions(),
-		franz.RequiredAcks(franz.AllISRAcks()),
+	acks := []franz.Opt{franz.RequiredAcks(franz.AllISRAcks())}
+	if o.Acks == AcksLeader {
+		acks = []franz.Opt{franz.RequiredAcks(franz.LeaderAck()), franz.DisableIdempotentWrite()}
+	}
+	return append(append(c.connOptions(), acks...),
 		franz.ProducerLinger(o.BatchTimeout),
 		franz.ProducerBatchMaxBytes(o.batchBytes()),
 		franz.ProducerBatchCompression(codec),

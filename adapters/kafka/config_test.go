@@ -15,7 +15,7 @@ import (
 
 func TestParseURL(t *testing.T) {
 	u, _ := url.Parse("kafka://alice:s3cret@h1:9092,h2:9093?sasl=scram-sha-512&partitions=6&replication_factor=3" +
-		"&create_topics=false&batch_timeout=5ms&session_timeout=20s&blocking_retry=true&brokers=h3,[::1]:9094&tls=true&compression=zstd")
+		"&create_topics=false&batch_timeout=5ms&session_timeout=20s&blocking_retry=true&brokers=h3,[::1]:9094&tls=true&compression=zstd&acks=leader")
 	o, err := kafka.ParseURL(u)
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +28,7 @@ func TestParseURL(t *testing.T) {
 		t.Errorf("SASL = %+v", o.SASL)
 	}
 	if o.Partitions != 6 || o.ReplicationFactor != 3 || !o.NoTopicCreation || o.BatchTimeout != 5*time.Millisecond ||
-		o.SessionTimeout != 20*time.Second || !o.BlockingRetry || o.TLS == nil || o.Compression != "zstd" {
+		o.SessionTimeout != 20*time.Second || !o.BlockingRetry || o.TLS == nil || o.Compression != "zstd" || o.Acks != kafka.AcksLeader {
 		t.Errorf("Options = %+v", o)
 	}
 	if u, _ := url.Parse("kafka://localhost"); true {
@@ -56,12 +56,13 @@ func TestValidate(t *testing.T) {
 		Partitions:        -1,
 		DialTimeout:       -time.Second,
 		Compression:       "brotli",
+		Acks:              "1",
 		SASL:              kafka.SASL{Mechanism: "GSSAPI"},
 		HeartbeatInterval: time.Minute,
 	}.Validate()
 	var ce *bus.ConfigError
-	if !errors.Is(err, bus.ErrBadConfig) || !errors.As(err, &ce) || len(ce.Problems) != 6 {
-		t.Fatalf("Validate = %v, want 6 problems (no brokers, partitions, dial timeout, compression, SASL, heartbeat)", err)
+	if !errors.Is(err, bus.ErrBadConfig) || !errors.As(err, &ce) || len(ce.Problems) != 7 {
+		t.Fatalf("Validate = %v, want 7 problems (no brokers, partitions, dial timeout, compression, acks, SASL, heartbeat)", err)
 	}
 	if err := (kafka.Options{Brokers: []string{"h:9092"}}).Validate(); err != nil {
 		t.Fatalf("Validate of minimal options: %v", err)

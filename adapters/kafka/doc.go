@@ -10,7 +10,9 @@
 // # Publishing
 //
 // Publish returns once the partition leaders have the messages from every
-// in-sync replica (acks=all). One franz-go client per Client writes every
+// in-sync replica (acks=all; Options.Acks = AcksLeader, acks=leader in
+// the URL, answers once the leader alone has them, and loses them when
+// that leader is cut off from its followers). One franz-go client per Client writes every
 // record: published messages, and the retries and dead letters of Nack.
 // A Publish call's records are sent as soon as they are buffered, without
 // lingering, in one batch per partition together with whatever concurrent

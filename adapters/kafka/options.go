@@ -89,6 +89,22 @@ const (
 	RebalanceEager = "eager"
 )
 
+// Acknowledgement levels of Options.Acks.
+const (
+	// AcksAll: a write is acknowledged once every in-sync replica has it,
+	// and refused while fewer than min.insync.replicas are in sync. With
+	// a replication factor of 3 and min.insync.replicas=2, a confirmed
+	// message survives the loss of any one broker.
+	AcksAll = "all"
+	// AcksLeader: a write is acknowledged once the partition leader has
+	// appended it, before any follower has it. A leader that is cut off
+	// from its followers goes on acknowledging, and what it acknowledged
+	// after the cut is truncated away when it rejoins under the new
+	// leader: confirmed messages are lost. Faster, and only for data that
+	// may be lost; it turns off idempotent writes, which need AcksAll.
+	AcksLeader = "leader"
+)
+
 // Options configure a Client. Only Brokers is required; every other field
 // has the default its comment states.
 type Options struct {
@@ -145,6 +161,9 @@ type Options struct {
 	// Kafka client decodes snappy; zstd needs Kafka 2.1 and consumers that
 	// know it. Default "snappy", as franz-go's.
 	Compression string
+	// Acks is when a write counts as acknowledged: AcksAll or
+	// AcksLeader. Default AcksAll.
+	Acks string
 	// WriteTimeout bounds each produce request and admin request. The
 	// producer gives up on a record not acknowledged within three times
 	// WriteTimeout, retries included (unless a request carrying it is in
@@ -265,6 +284,11 @@ func (o Options) Validate() error {
 	if len(o.InstanceID) > 200 || strings.Trim(o.InstanceID, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
 		add("InstanceID %q: want at most 200 letters, digits, '.', '_' and '-'", o.InstanceID)
 	}
+	switch o.Acks {
+	case "", AcksAll, AcksLeader:
+	default:
+		add("Acks %q is not %q or %q", o.Acks, AcksAll, AcksLeader)
+	}
 	switch o.Rebalance {
 	case "", RebalanceCooperative, RebalanceEager:
 	default:
@@ -334,6 +358,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.GroupID == nil {
 		o.GroupID = DefaultGroupID
+	}
+	if o.Acks == "" {
+		o.Acks = AcksAll
 	}
 	if o.Rebalance == "" {
 		o.Rebalance = RebalanceCooperative

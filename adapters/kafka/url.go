@@ -40,6 +40,7 @@ import (
 //	batch_timeout       Options.BatchTimeout
 //	batch_size          Options.BatchSize (no effect)
 //	compression         Options.Compression
+//	acks                Options.Acks: all or leader
 //	write_timeout       Options.WriteTimeout
 //	session_timeout     Options.SessionTimeout
 //	heartbeat_interval  Options.HeartbeatInterval
@@ -111,6 +112,7 @@ func ParseURL(u *url.URL) (Options, error) {
 	p.Duration(&o.BatchTimeout, "batch_timeout")
 	p.Int(&o.BatchSize, "batch_size", 1)
 	p.String(&o.Compression, "compression")
+	p.String(&o.Acks, "acks")
 	p.Duration(&o.WriteTimeout, "write_timeout")
 	p.Duration(&o.SessionTimeout, "session_timeout")
 	p.Duration(&o.HeartbeatInterval, "heartbeat_interval")
