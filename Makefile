@@ -141,7 +141,7 @@ fuzz:
 ## namespaces of its own (scripts/clusters; root). scripts/clusters exec CMD
 ## runs CMD where the cluster can be reached.
 NAME ?= kafka
-.PHONY: cluster-up cluster-down cluster-test
+.PHONY: cluster-up cluster-down cluster-test cluster-chaos
 cluster-up:
 	scripts/clusters up $(NAME)
 
@@ -155,3 +155,13 @@ CLUSTERS ?= kafka redis rabbitmq rocketmq
 cluster-test:
 	scripts/brokers up kafka redis rabbitmq rocketmq
 	scripts/cluster-test $(CLUSTERS)
+
+## cluster-chaos: for each family of CLUSTERS, bring its cluster up and run
+## every fault scenario (leader killed, isolated, cut off from its peers;
+## a lossy and a slow client link; the negative control) with publishers
+## and consumers running; tables to tools/internal/chaos/results.
+## CLUSTER_CHAOS picks scenarios, e.g. CLUSTER_CHAOS=leader-kill,weak-partition.
+CLUSTER_CHAOS ?=
+cluster-chaos:
+	scripts/brokers up kafka redis rabbitmq rocketmq
+	OMNIBUS_CLUSTER_CHAOS=$(CLUSTER_CHAOS) scripts/cluster-test --chaos $(CLUSTERS)

@@ -135,6 +135,12 @@ type Child struct {
 // startChild runs the test binary again as a consumer process; every
 // message it finishes is recorded in l.
 func startChild(args []string, spec ChildSpec, name string, l *Ledger) (*Child, error) {
+	return startChildVia(nil, args, spec, name, l)
+}
+
+// startChildVia is startChild with the test binary started by the
+// command via (such as scripts/clusters exec --client 2), when not empty.
+func startChildVia(via, args []string, spec ChildSpec, name string, l *Ledger) (*Child, error) {
 	js, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
@@ -144,7 +150,8 @@ func startChild(args []string, spec ChildSpec, name string, l *Ledger) (*Child, 
 		return nil, err
 	}
 	c := &Child{name: name, stderr: &ring{max: 40}, exited: make(chan struct{})}
-	c.cmd = exec.Command(exe, args...)
+	argv := append(append(append([]string(nil), via...), exe), args...)
+	c.cmd = exec.Command(argv[0], argv[1:]...)
 	c.cmd.Env = append(os.Environ(), ChildEnv+"="+string(js))
 	c.cmd.Stderr = c.stderr
 	stdout, err := c.cmd.StdoutPipe()

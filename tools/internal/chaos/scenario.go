@@ -345,32 +345,11 @@ func HandlerFaults(ctx context.Context, e *Env) (Result, error) {
 	defer closePub()
 
 	// The dead-letter topic's reader exists before anything can land there.
-	dlq, err := pub.Subscribe(ctx, topic+".dlq", bus.SubscribeOptions{Prefetch: 16})
+	stopAudit, err := auditDeadLetters(ctx, pub, topic, l)
 	if err != nil {
-		return l.Result(), fmt.Errorf("subscribing to the dead-letter topic: %w", err)
+		return l.Result(), err
 	}
-	auditCtx, stopAudit := context.WithCancel(ctx)
-	audited := make(chan struct{})
-	go func() {
-		defer close(audited)
-		for {
-			d, err := dlq.Receive(auditCtx)
-			if err != nil {
-				if auditCtx.Err() != nil || errors.Is(err, bus.ErrClosed) {
-					return
-				}
-				continue
-			}
-			m := d.Message()
-			l.DeadLettered(m.ID, Dead{Reason: m.Headers[bus.HeaderError], Attempts: m.Headers[bus.HeaderAttempts], Origin: m.Headers[bus.HeaderOriginTopic]})
-			_ = d.Ack(auditCtx)
-		}
-	}()
-	defer func() {
-		stopAudit()
-		<-audited
-		_ = within(30*time.Second, "closing the dead-letter subscription", dlq.Close)
-	}()
+	defer stopAudit()
 
 	var (
 		mu                   sync.Mutex
