@@ -533,11 +533,15 @@ func (b *client) Send(ctx context.Context, topic string, msgs []*bus.Message) er
 	return b.send(ctx, Name(topic, maxTopicLen), out)
 }
 
-// send delivers out to rtopic. Messages whose broker cannot be reached
-// go once more, on a fresh route: a keyless one to a queue of another
-// broker group, a keyed one to the queue its key picks among the queues
-// the name servers still route (as the Java client's hash selection
-// does, which moves keys when a group leaves the route).
+// send delivers out to rtopic, over the route without the queues of the
+// brokers that could not be reached or could not confirm a send durable
+// in the last faultyFor (unless no queue would be left). Messages whose
+// broker cannot be reached (or does not answer within SendTimeout) go
+// once more, on a fresh route without those brokers: a keyless one to a
+// queue of another broker group, a keyed one to the queue its key picks
+// among the queues left (as the Java client's hash selection does, which
+// moves keys when a group leaves the route). A send that a broker
+// answered, even with an error, is not sent again here.
 func (b *client) send(ctx context.Context, rtopic string, out []outgoing) error {
 	ctx, cancel := b.requestCtx(ctx)
 	defer cancel()
@@ -545,12 +549,12 @@ func (b *client) send(ctx context.Context, rtopic string, out []outgoing) error 
 	if err != nil {
 		return b.publishErr(ctx, err)
 	}
-	moved, failed, firstErr := b.sendRoute(ctx, rtopic, rt, out, true)
+	moved, failed, firstErr := b.sendRoute(ctx, rtopic, b.reachable(rt), out, true)
 	if len(moved) > 0 {
 		var f []int
 		rt, err = b.route(ctx, rtopic, 0, true)
 		if err == nil {
-			_, f, err = b.sendRoute(ctx, rtopic, rt, moved, false)
+			_, f, err = b.sendRoute(ctx, rtopic, b.reachable(rt), moved, false)
 		} else {
 			for _, o := range moved {
 				f = append(f, o.index)
@@ -611,13 +615,13 @@ func (b *client) sendRoute(ctx context.Context, rtopic string, rt *route, out []
 				break
 			}
 			batch := cutBatch(group)
-			err := b.sendBatch(ctx, rtopic, ref, batch)
+			err := b.sendAttempt(ctx, rtopic, ref, batch)
 			if err != nil && isStaleRoute(err) {
 				// The topic moved or was recreated: once more with a
 				// fresh route.
 				if rt2, err2 := b.route(ctx, rtopic, 0, true); err2 == nil && len(rt2.write) > int(q) {
 					ref = rt2.write[q]
-					err = b.sendBatch(ctx, rtopic, ref, batch)
+					err = b.sendAttempt(ctx, rtopic, ref, batch)
 				}
 			}
 			b.noteSend(ctx, ref.addr, err)
@@ -634,9 +638,52 @@ func (b *client) sendRoute(ctx context.Context, rtopic string, rt *route, out []
 	return moved, failed, firstErr
 }
 
+var (
+	// errNoAnswer: a broker did not answer a send within SendTimeout.
+	errNoAnswer = errors.New("no answer")
+	// errNotDurable: a master stored a send but could not have its slave
+	// or its disk confirm it in time (a master cut off from its slave
+	// answers so to every send).
+	errNotDurable = errors.New("not confirmed durable")
+)
+
+// sendAttempt is sendBatch bounded by SendTimeout: a broker that does not
+// answer in time is reported as unreachable (errNoAnswer) while ctx
+// still runs.
+func (b *client) sendAttempt(ctx context.Context, rtopic string, q queueRef, batch []outgoing) error {
+	actx, cancel := context.WithTimeout(ctx, b.opts.SendTimeout)
+	defer cancel()
+	err := b.sendBatch(actx, rtopic, q, batch)
+	if err != nil && ctx.Err() == nil && actx.Err() != nil {
+		return fmt.Errorf("rocketmq: %s did not answer within %v: %w", q.addr, b.opts.SendTimeout, errNoAnswer)
+	}
+	return err
+}
+
+// reachable returns rt with the write queues of the brokers found
+// unreachable lately left out, or rt itself when that would leave none.
+func (b *client) reachable(rt *route) *route {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	var keep []queueRef
+	for _, q := range rt.write {
+		if until, bad := b.faulty[q.addr]; !bad || now.After(until) {
+			keep = append(keep, q)
+		}
+	}
+	if len(keep) == 0 || len(keep) == len(rt.write) {
+		return rt
+	}
+	r := *rt
+	r.write = keep
+	return &r
+}
+
 // pickKeyless returns the queue for the keyless messages of one send:
 // the next in turn, passing over queues of brokers that could not be
-// reached lately while another broker's queue is left.
+// reached lately while another broker's queue is left. (send passes
+// routes without those queues already, unless no other is left.)
 func (b *client) pickKeyless(rt *route) uint32 {
 	n := uint32(len(rt.write))
 	start := b.rr.Add(1) % n
@@ -652,18 +699,19 @@ func (b *client) pickKeyless(rt *route) uint32 {
 	return start
 }
 
-// faultyFor is how long keyless sends avoid a broker that could not be
-// reached.
+// faultyFor is how long sends avoid a broker that could not be reached
+// or could not confirm a send durable.
 const faultyFor = 10 * time.Second
 
-// noteSend records whether a send to addr reached the broker.
+// noteSend records whether a send to addr reached the broker, and
+// whether the broker could confirm it durable.
 func (b *client) noteSend(ctx context.Context, addr string, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
 	case err == nil:
 		delete(b.faulty, addr)
-	case ctx.Err() == nil && unreachable(err):
+	case ctx.Err() == nil && (unreachable(err) || errors.Is(err, errNotDurable)):
 		b.faulty[addr] = time.Now().Add(faultyFor)
 	}
 }
@@ -673,7 +721,8 @@ func (b *client) noteSend(ctx context.Context, addr string, err error) {
 func unreachable(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, errConnClosed) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+		errors.Is(err, errConnClosed) || errors.Is(err, errNoAnswer) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // keyQueue is the queue of n that key picks: |hashCode(key) % n| with
@@ -769,7 +818,7 @@ func (b *client) sendBatch(ctx context.Context, rtopic string, q queueRef, batch
 	case respSuccess:
 		return nil
 	case respFlushDiskTimeout, respFlushSlaveTimeout, respSlaveNotAvailable:
-		return fmt.Errorf("rocketmq: %s stored the message but did not confirm it durable (code %d: %s)", q.addr, resp.Code, resp.Remark)
+		return fmt.Errorf("rocketmq: %s stored the message but did not confirm it durable (code %d: %s): %w", q.addr, resp.Code, resp.Remark, errNotDurable)
 	case respMessageIllegal:
 		return fmt.Errorf("%w: the broker refused it: %s", bus.ErrInvalidMessage, resp.Remark)
 	}

@@ -77,11 +77,17 @@
 // and a group whose master the name servers no longer list is pulled from
 // its lowest slave (which needs slaveReadEnable=true), with queue locks,
 // consume offsets and heartbeats there too. A send whose broker cannot be
-// reached (a refused or broken connection, a write past RequestTimeout)
-// goes once more on a fresh route: a keyless message to a queue of
-// another group, a keyed one to the queue its key picks among the queues
-// still routed; for 10 seconds keyless sends pass over that broker. A
-// send the broker answered is not sent again. Routes are asked for again
+// reached (a refused or broken connection, a write past RequestTimeout,
+// no answer within SendTimeout: a master cut off from the network without
+// a closed connection, which the name servers keep routing to for up to
+// two minutes) goes once more on a fresh route without that broker: a
+// keyless message to a queue of another group, a keyed one to the queue
+// its key picks among the queues left. For 10 seconds later sends pass
+// over that broker, and over a master that answered that it could not
+// confirm a send durable (a SYNC_MASTER cut off from its slave), keyed
+// ones included: per-key order holds within each broker group, not
+// across such a move. A send the broker answered is not sent again within
+// the call; the caller's retry goes elsewhere. Routes are asked for again
 // every 30 seconds, so a group that comes back gets its share of sends.
 // Offsets stored on a slave while its master was down stay there: when
 // the master is back, the group resumes from the master's older offsets,

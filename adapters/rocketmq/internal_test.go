@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"reflect"
 	"strings"
@@ -261,5 +262,70 @@ func TestGroupReader(t *testing.T) {
 		if got := g.reader(); got != tc.want {
 			t.Errorf("reader of %v = %q, want %q", tc.addrs, got, tc.want)
 		}
+	}
+}
+
+// A broker that takes the connection and never answers counts as
+// unreachable once SendTimeout passes, while the caller's context still
+// runs: the send moves on, and the broker's queues are left out of the
+// next route.
+func TestSilentBrokerIsUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	held := make(chan net.Conn, 16)
+	defer func() {
+		ln.Close()
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+	}()
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held <- nc // read nothing, answer nothing
+		}
+	}()
+	opts := Options{SendTimeout: 300 * time.Millisecond}.withDefaults()
+	b := &client{opts: opts, brokers: newPool(opts, nil), faulty: map[string]time.Time{}}
+	defer b.brokers.close()
+	silent := queueRef{broker: "broker-a", addr: ln.Addr().String(), id: 0}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	err = b.sendAttempt(ctx, "t", silent, []outgoing{{body: []byte("x")}})
+	if !errors.Is(err, errNoAnswer) || !unreachable(err) {
+		t.Fatalf("sendAttempt to a silent broker = %v, want errNoAnswer, counted unreachable", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("sendAttempt took %v, want about SendTimeout", d)
+	}
+	b.noteSend(ctx, silent.addr, err)
+	other := queueRef{broker: "broker-b", addr: "127.0.0.1:1", id: 0}
+	rt := &route{write: []queueRef{silent, other}}
+	if got := b.reachable(rt).write; len(got) != 1 || got[0] != other {
+		t.Fatalf("reachable route = %v, want only %v", got, other)
+	}
+	// The caller's own deadline is not the broker's fault.
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	if err := b.sendAttempt(short, "t", silent, []outgoing{{body: []byte("x")}}); errors.Is(err, errNoAnswer) {
+		t.Fatalf("sendAttempt past the caller's deadline = %v, want the context's error", err)
+	}
+	// A master that stored a send but could not confirm it durable is
+	// passed over too.
+	notDurable := queueRef{broker: "broker-c", addr: "127.0.0.1:2", id: 0}
+	b.noteSend(ctx, notDurable.addr, fmt.Errorf("code 12: %w", errNotDurable))
+	if got := b.reachable(&route{write: []queueRef{notDurable, other}}).write; len(got) != 1 || got[0] != other {
+		t.Fatalf("reachable route = %v, want only %v", got, other)
+	}
+	// Every queue's broker unreachable: the route stays whole.
+	if got := b.reachable(&route{write: []queueRef{silent}}).write; len(got) != 1 {
+		t.Fatalf("reachable of a route of silent brokers only = %v, want it unchanged", got)
 	}
 }

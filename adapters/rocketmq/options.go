@@ -21,6 +21,7 @@ const (
 	DefaultMaxMessageSize = 4<<20 - 64<<10
 	DefaultDialTimeout    = 5 * time.Second
 	DefaultRequestTimeout = 10 * time.Second
+	DefaultSendTimeout    = 3 * time.Second
 	DefaultPollTimeout    = 5 * time.Second
 	DefaultCommitInterval = time.Second
 	DefaultRebalance      = time.Second
@@ -61,6 +62,15 @@ type Options struct {
 	// the caller's context has no earlier deadline. Default
 	// DefaultRequestTimeout.
 	RequestTimeout time.Duration
+	// SendTimeout bounds each attempt to send to one broker. A broker
+	// that has not answered within it counts as unreachable, as one that
+	// refuses the connection does: the messages go on to another broker
+	// group, and keyless sends pass over it for a while. A broker that
+	// is cut off without closing the connection answers nothing, and
+	// the name servers keep routing to it for up to two minutes. (The
+	// message may have been stored and then come twice.) Default
+	// DefaultSendTimeout, the Java client's sendMsgTimeout.
+	SendTimeout time.Duration
 	// PollTimeout is how long the broker may hold a pull that finds
 	// nothing (long polling). Default DefaultPollTimeout.
 	PollTimeout time.Duration
@@ -154,6 +164,9 @@ func (o Options) withDefaults() Options {
 	if o.RequestTimeout == 0 {
 		o.RequestTimeout = DefaultRequestTimeout
 	}
+	if o.SendTimeout == 0 {
+		o.SendTimeout = DefaultSendTimeout
+	}
 	if o.PollTimeout == 0 {
 		o.PollTimeout = DefaultPollTimeout
 	}
@@ -214,7 +227,7 @@ func (o Options) Validate() error {
 		add("a SecurityToken needs an AccessKey")
 	}
 	for name, d := range map[string]time.Duration{
-		"DialTimeout": o.DialTimeout, "RequestTimeout": o.RequestTimeout, "PollTimeout": o.PollTimeout,
+		"DialTimeout": o.DialTimeout, "RequestTimeout": o.RequestTimeout, "SendTimeout": o.SendTimeout, "PollTimeout": o.PollTimeout,
 		"CommitInterval": o.CommitInterval, "RebalanceInterval": o.RebalanceInterval, "DrainTimeout": o.DrainTimeout,
 	} {
 		if d < 0 {
@@ -255,6 +268,7 @@ func (o Options) Validate() error {
 //	max_message_size    Options.MaxMessageSize
 //	dial_timeout        Options.DialTimeout
 //	request_timeout     Options.RequestTimeout
+//	send_timeout        Options.SendTimeout
 //	poll_timeout        Options.PollTimeout
 //	commit_interval     Options.CommitInterval
 //	rebalance_interval  Options.RebalanceInterval
@@ -310,6 +324,7 @@ func ParseURL(u *url.URL) (Options, error) {
 	p.Int(&o.MaxMessageSize, "max_message_size", 1)
 	p.Duration(&o.DialTimeout, "dial_timeout")
 	p.Duration(&o.RequestTimeout, "request_timeout")
+	p.Duration(&o.SendTimeout, "send_timeout")
 	p.Duration(&o.PollTimeout, "poll_timeout")
 	p.Duration(&o.CommitInterval, "commit_interval")
 	p.Duration(&o.RebalanceInterval, "rebalance_interval")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,19 @@ type ClusterEnv struct {
 	Drain time.Duration
 	// Logf reports progress.
 	Logf func(format string, args ...any)
+
+	// RemoteURL is the URL of the scenarios with a consumer in the second
+	// client namespace (empty: the family has none here): one with
+	// several partitions or queues, and short enough session,
+	// visibility or heartbeat timeouts for the cluster to give the cut
+	// consumer's work to the other within RemoteFault.
+	RemoteURL string
+	// RemoteFault is how long those scenarios cut the consumer off.
+	RemoteFault time.Duration
+	// ChildVia runs a program in the second client namespace
+	// (scripts/clusters exec --client 2), ChildArgs make the test binary
+	// a consumer process (RunChildIfAsked).
+	ChildVia, ChildArgs []string
 }
 
 // ClusterScenario is one fault on a cluster while messages flow.
@@ -49,6 +63,14 @@ type ClusterScenario struct {
 	// Weak scenarios are negative controls: they run on WeakURL, and must
 	// show lost messages, the proof that the checker sees loss.
 	Weak bool
+	// Hold keeps the handlers from finishing anything while the fault
+	// lasts, so that what is published meanwhile waits in the cluster
+	// (a consumer that kept up would have processed it before a node
+	// that acknowledged it and then lost it was found out).
+	Hold bool
+	// Remote runs the second consumer as a process in the second client
+	// namespace, on RemoteURL, for RemoteFault.
+	Remote bool
 	// Inject breaks something and returns what heals it, and the node it
 	// hit ("" for the link).
 	Inject func(ctx context.Context, e *ClusterEnv, topic, group string) (heal func(context.Context) error, node string, err error)
@@ -59,9 +81,9 @@ type ClusterResult struct {
 	Result
 	// Node is the node the fault hit ("" for a link fault).
 	Node string
-	// ToConfirm is the time from the fault to the first Publish that
-	// succeeded after it, ToProcess to the first message processed after
-	// it; -1 when none came.
+	// ToConfirm is the time from the fault to the first success of a
+	// Publish called after it, ToProcess to the first handling of a
+	// message published after it; -1 when none came.
 	ToConfirm, ToProcess time.Duration
 	// PublishStall and ProcessStall are the longest spells, from the
 	// fault on, without a confirmed publish or a processed message while
@@ -79,10 +101,11 @@ func ClusterScenarios() []ClusterScenario {
 	return []ClusterScenario{
 		{Name: "leader-kill", What: "the leader of the topic is SIGKILLed, and started again once the fault time is over", Inject: killLeader},
 		{Name: "leader-isolate", What: "the leader is cut off from its peers and from the clients, then healed", Inject: isolateLeader("all")},
-		{Name: "leader-partition", What: "the leader is cut off from its peers but not from the clients (a split brain), then healed", Inject: isolateLeader("peers")},
-		{Name: "link-lossy", What: "the link between the clients and the cluster drops 10 % of its packets each way", Inject: link("lossy", "10")},
-		{Name: "link-slow", What: "the link between the clients and the cluster carries at most 200 kbit/s each way", Inject: link("slow", "200")},
-		{Name: "weak-partition", What: "negative control: leader-partition with the weak settings", Weak: true, Inject: isolateLeader("peers")},
+		{Name: "leader-partition", What: "the leader is cut off from its peers but not from the clients (a split brain), then healed; handlers are held while it lasts", Hold: true, Inject: isolateLeader("peers")},
+		{Name: "consumer-isolate", What: "a consumer process is cut off from the cluster for longer than its session, visibility or heartbeat timeout, then healed; the other consumer must take its work over", Remote: true, Inject: isolateClient},
+		{Name: "link-lossy", What: "the link between the clients and the cluster drops 20 % of its packets each way", Inject: link("lossy", "20")},
+		{Name: "link-slow", What: "the link between the clients and the cluster carries at most 64 kbit/s each way", Inject: link("slow", "64")},
+		{Name: "weak-partition", What: "negative control: leader-partition with the weak settings", Weak: true, Hold: true, Inject: isolateLeader("peers")},
 	}
 }
 
@@ -110,6 +133,13 @@ func isolateLeader(from string) injector {
 		}
 		return func(ctx context.Context) error { return e.Ctl(ctx, "heal", e.Family, node) }, node, nil
 	}
+}
+
+func isolateClient(ctx context.Context, e *ClusterEnv, _, _ string) (func(context.Context) error, string, error) {
+	if err := e.Ctl(ctx, "isolate", "client", "2"); err != nil {
+		return nil, "client 2", err
+	}
+	return func(ctx context.Context) error { return e.Ctl(ctx, "heal", "client", "2") }, "client 2", nil
 }
 
 func link(kind, arg string) injector {
@@ -146,14 +176,20 @@ func RunCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) ClusterRe
 func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterResult, error) {
 	l := NewLedger()
 	r := ClusterResult{ToConfirm: -1, ToProcess: -1}
-	url := e.URL
-	if s.Weak {
+	url, fault := e.URL, e.Fault
+	switch {
+	case s.Weak:
 		if e.WeakURL == "" {
 			return r, errors.New("no weak settings for this broker")
 		}
 		url = e.WeakURL
+	case s.Remote:
+		if e.RemoteURL == "" {
+			return r, errors.New("no consumer in the second client namespace for this broker")
+		}
+		url, fault = e.RemoteURL, max(e.RemoteFault, e.Fault)
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, e.Warm+e.Fault+e.After+e.Drain+2*time.Minute,
+	ctx, cancel := context.WithTimeoutCause(ctx, e.Warm+fault+e.After+e.Drain+2*time.Minute,
 		errors.New("cluster scenario deadline passed"))
 	defer cancel()
 	topic, group := topicName(s.Name), "chaos"
@@ -167,18 +203,67 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 		return r, err
 	}
 	defer stopAudit()
+	// When the fault came (zero before), and when each message's first
+	// Publish call began: what ToConfirm and ToProcess measure from.
+	var (
+		faultNanos atomic.Int64
+		sentAt     sync.Map // message index -> time.Time
+		tmu        sync.Mutex
+		// Under tmu.
+		toConfirm, toProcess time.Duration = -1, -1
+	)
+	firstAfter := func(d *time.Duration, began time.Time) {
+		f := faultNanos.Load()
+		if f == 0 || began.UnixNano() < f {
+			return
+		}
+		tmu.Lock()
+		defer tmu.Unlock()
+		if *d < 0 {
+			*d = time.Since(time.Unix(0, f))
+		}
+	}
+	held := make(chan struct{})
+	release := sync.OnceFunc(func() { close(held) })
+	var holding atomic.Bool
 	h := func(ctx context.Context, m *bus.Message) error {
+		if holding.Load() {
+			select {
+			case <-held:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		time.Sleep(2 * time.Millisecond)
 		l.Processed(m.ID)
+		if f := strings.Fields(string(m.Body)); len(f) == 2 {
+			if i, err := strconv.Atoi(f[1]); err == nil {
+				if began, ok := sentAt.Load(i); ok {
+					firstAfter(&toProcess, began.(time.Time))
+				}
+			}
+		}
 		return nil
 	}
 	var consumers []*consumer
 	defer func() {
+		release()
 		for _, k := range consumers {
 			_ = k.stop()
 		}
 	}()
-	for range 2 {
+	var remote *Child
+	if s.Remote {
+		spec := ChildSpec{URL: url, Topic: topic, Group: group, Concurrency: 4, Work: 4 * time.Millisecond, ShutdownTimeout: 10 * time.Second}
+		if remote, err = startChildVia(e.ChildVia, e.ChildArgs, spec, "B", l); err != nil {
+			return r, err
+		}
+		defer remote.Stop()
+	}
+	for i := range 2 {
+		if i == 1 && remote != nil {
+			break
+		}
 		k, err := startConsumer(ctx, url, bus.ConsumerConfig{
 			Topic: topic, Subscribe: bus.SubscribeOptions{Group: group},
 			Concurrency: 4, Backoff: func(int) time.Duration { return 200 * time.Millisecond },
@@ -233,10 +318,13 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 			tick := time.NewTicker(interval)
 			defer tick.Stop()
 			for publishing.Err() == nil {
-				if err := p.send(ctx, []int{int(next.Add(1))}); err != nil {
+				i, began := int(next.Add(1)), time.Now()
+				sentAt.Store(i, began)
+				if err := p.send(ctx, []int{i}); err != nil {
 					pubErrs[g] = err
 					return
 				}
+				firstAfter(&toConfirm, began)
 				select {
 				case <-tick.C:
 				case <-publishing.Done():
@@ -256,7 +344,7 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 	fail := func(err error) (ClusterResult, error) {
 		stopPublishing()
 		wg.Wait()
-		return fill(r, l), err
+		return r.fill(l, &tmu, &toConfirm, &toProcess), err
 	}
 	if err := sleep(e.Warm); err != nil {
 		return fail(err)
@@ -264,22 +352,41 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 	if l.ProcessedCount() == 0 {
 		return fail(fmt.Errorf("nothing processed in the %v before the fault (%d confirmed)", e.Warm, l.ConfirmedCount()))
 	}
-	faultAt := time.Now()
-	before := l.ConfirmedCount()
-	beforeProcessed := l.ProcessedCount()
+	var remoteBefore int
+	if remote != nil {
+		// The consumer cut off must have had work to lose.
+		if err := waitFor(ctx, "the consumer process to have work", func() bool { return remote.Done() > 0 }); err != nil {
+			return fail(fmt.Errorf("%w\n%s", err, remote.Stderr()))
+		}
+		remoteBefore = remote.Done()
+	}
+	holding.Store(s.Hold)
 	heal, node, err := s.Inject(ctx, e, topic, group)
 	r.Node = node
 	if err != nil {
 		return fail(fmt.Errorf("injecting the fault: %w", err))
 	}
+	// From the moment the fault is in place: the node dead, the rules
+	// loaded.
+	faultAt := time.Now()
+	faultNanos.Store(faultAt.UnixNano())
+	before := l.ConfirmedCount()
+	beforeProcessed := l.ProcessedCount()
 	e.Logf("%s/%s: fault injected (node %q) after %d confirmed, %d processed", e.Family, s.Name, node, before, beforeProcessed)
-	rest := e.Fault - time.Since(faultAt)
+	rest := fault - time.Since(faultAt)
 	if err := sleep(max(rest, 0)); err != nil {
 		_ = heal(context.Background())
 		return fail(err)
 	}
 	healAt := time.Now()
-	if err := heal(ctx); err != nil {
+	remoteCut, lagAtHeal := 0, l.Unprocessed()
+	if remote != nil {
+		remoteCut = remote.Done() - remoteBefore
+	}
+	err = heal(ctx)
+	holding.Store(false)
+	release()
+	if err != nil {
 		return fail(fmt.Errorf("healing the fault: %w", err))
 	}
 	e.Logf("%s/%s: healed after %v (%d confirmed, %d processed)", e.Family, s.Name,
@@ -303,14 +410,29 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 		time.Sleep(settle)
 	}
 	var stopErrs []error
+	var note string
 	for _, k := range consumers {
 		stopErrs = append(stopErrs, k.stop())
 	}
+	if remote != nil {
+		total := remote.Done()
+		_, _, gerr := remote.Graceful(30 * time.Second)
+		stopErrs = append(stopErrs, gerr)
+		note = fmt.Sprintf("the cut-off process B finished %d before the cut, %d while cut off (their acknowledgements could not reach the cluster), %d after the heal; %d confirmed messages waited at the heal",
+			remoteBefore, remoteCut, total-remoteBefore-remoteCut, lagAtHeal)
+		// Taken over: what waits at the heal is no more than a few
+		// seconds of publishing, not the cut-off consumer's share of
+		// the whole cut.
+		if lagAtHeal > 3*e.Rate {
+			stopErrs = append(stopErrs, fmt.Errorf("the other consumer did not take the cut-off one's work over: %d confirmed messages waited at the heal", lagAtHeal))
+		}
+	}
 	stopSampling()
 	<-sampled
-	r = fill(r, l)
+	r = r.fill(l, &tmu, &toConfirm, &toProcess)
+	r.Note = note
 	smu.Lock()
-	timings(&r, samples, faultAt, pubEnd, before, beforeProcessed)
+	timings(&r, samples, faultAt, pubEnd)
 	smu.Unlock()
 
 	var errs []error
@@ -332,16 +454,18 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 	return r, errors.Join(errs...)
 }
 
-func fill(r ClusterResult, l *Ledger) ClusterResult {
+func (r ClusterResult) fill(l *Ledger, mu *sync.Mutex, toConfirm, toProcess *time.Duration) ClusterResult {
 	r.Result = l.Result()
+	mu.Lock()
+	r.ToConfirm, r.ToProcess = *toConfirm, *toProcess
+	mu.Unlock()
 	return r
 }
 
-// timings fills in r's times from the samples: the first confirm and the
-// first processed message after the fault (counts beyond those at the
-// fault), the longest stalls between the fault and the end of publishing,
-// and the peak lag.
-func timings(r *ClusterResult, ss []sample, faultAt, pubEnd time.Time, confirmed, processed int) {
+// timings fills in r's stalls from the samples: the longest spells
+// between the fault and the end of publishing without a confirm or a
+// processed message, and the peak lag.
+func timings(r *ClusterResult, ss []sample, faultAt, pubEnd time.Time) {
 	var lastC, lastP time.Time = faultAt, faultAt
 	for i, s := range ss {
 		r.PeakLag = max(r.PeakLag, s.lag)
@@ -349,12 +473,6 @@ func timings(r *ClusterResult, ss []sample, faultAt, pubEnd time.Time, confirmed
 			continue
 		}
 		prev := ss[i-1]
-		if r.ToConfirm < 0 && s.confirmed > confirmed {
-			r.ToConfirm = s.at.Sub(faultAt)
-		}
-		if r.ToProcess < 0 && s.processed > processed {
-			r.ToProcess = s.at.Sub(faultAt)
-		}
 		if s.at.After(pubEnd) {
 			continue
 		}

@@ -67,6 +67,9 @@ func TestClusterChaos(t *testing.T) {
 			if s.Weak && e.WeakURL == "" {
 				t.Skipf("%s: no weak settings on this cluster", family)
 			}
+			if s.Remote && e.RemoteURL == "" {
+				t.Skipf("%s: no consumer cut off alone here", family)
+			}
 			t.Cleanup(func() {
 				// Whatever happened, the next scenario starts whole.
 				ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -146,6 +149,8 @@ func clusterEnv(t *testing.T, family, raw, ctlPath string) *chaos.ClusterEnv {
 			_, err := run(ctx, ctlPath, args...)
 			return err
 		},
+		ChildVia:  []string{ctlPath, "exec", "--client", "2"},
+		ChildArgs: []string{"-test.run=^$"},
 	}
 	if v := os.Getenv(clusterRateEnv); v != "" {
 		if e.Rate, err = strconv.Atoi(v); err != nil || e.Rate < 10 {
@@ -183,13 +188,24 @@ func clusterEnv(t *testing.T, family, raw, ctlPath string) *chaos.ClusterEnv {
 		// a leader without its followers goes on acknowledging.
 		e.WeakURL = with(map[string]string{"partitions": "1", "acks": "leader", "min_insync_replicas": "1"})
 		e.Leader = kafkaLeader
+		// Four partitions shared by the two consumers; the cut-off one
+		// leaves the group after its 10 s session timeout.
+		e.RemoteURL, e.RemoteFault = with(map[string]string{"partitions": "4"}), 20*time.Second
 	case "redis":
 		e.URL = with(map[string]string{"wait": "1"})
 		// The negative control: a write counts once the master has it.
 		e.WeakURL = with(map[string]string{"wait": "0"})
 		e.Leader = redisMaster
+		// The cut-off consumer's deliveries are claimed by the other
+		// after 5 s.
+		e.RemoteURL = with(map[string]string{"wait": "1", "visibility_timeout": "5s", "claim_interval": "500ms"})
+		e.RemoteFault = 15 * time.Second
 	case "rabbitmq":
 		e.URL = raw
+		// Heartbeats every 3 s: the cluster closes the cut-off
+		// consumer's connection, and requeues what it held, after two
+		// missed ones.
+		e.RemoteURL, e.RemoteFault = with(map[string]string{"heartbeat": "3"}), 20*time.Second
 		e.Leader = func(ctx context.Context, _, topic, group string) (string, error) {
 			out, err := run(ctx, ctlPath, "leader", "rabbitmq", topic+"."+group)
 			return strings.TrimSpace(out), err
@@ -197,7 +213,8 @@ func clusterEnv(t *testing.T, family, raw, ctlPath string) *chaos.ClusterEnv {
 	case "rocketmq":
 		e.URL = raw
 		// Topics live on both broker groups; broker-a's master is the
-		// one hit.
+		// one hit. No consumer is cut off alone: the brokers drop a
+		// silent consumer only after two minutes.
 		e.Leader = func(context.Context, string, string, string) (string, error) { return "a0", nil }
 	default:
 		t.Fatalf("%s=%q: want kafka, redis, rabbitmq or rocketmq", clusterFamilyEnv, family)
