@@ -141,7 +141,7 @@ fuzz:
 ## namespaces of its own (scripts/clusters; root). scripts/clusters exec CMD
 ## runs CMD where the cluster can be reached.
 NAME ?= kafka
-.PHONY: cluster-up cluster-down cluster-test cluster-chaos
+.PHONY: cluster-up cluster-down cluster-test cluster-chaos cluster-bench
 cluster-up:
 	scripts/clusters up $(NAME)
 
@@ -165,3 +165,11 @@ CLUSTER_CHAOS ?=
 cluster-chaos:
 	scripts/brokers up kafka redis rabbitmq rocketmq
 	OMNIBUS_CLUSTER_CHAOS=$(CLUSTER_CHAOS) scripts/cluster-test --chaos $(CLUSTERS)
+
+## cluster-bench: what replication costs on the cluster of NAME (kafka, redis,
+## rabbitmq): the bench workloads with and without replicated
+## acknowledgements on the same nodes, interleaved, at the maximum and at
+## equal fixed rates; results to bench/results/cluster-NAME-<time>.
+cluster-bench:
+	scripts/brokers up $(NAME)
+	scripts/cluster-bench $(NAME) $(BENCH_FLAGS)

@@ -316,7 +316,8 @@ func (s *Suite) Planned() time.Duration {
 	return per * time.Duration(len(s.Targets))
 }
 
-// Run runs every workload on every target. A target that cannot be
+// Run runs every workload on every target, the targets interleaved
+// workload by workload. A target that cannot be
 // reached is reported in its results' errors and the suite goes on; the
 // returned error joins the failures.
 func (s *Suite) Run(ctx context.Context) (*Report, error) {
@@ -328,15 +329,20 @@ func (s *Suite) Run(ctx context.Context) (*Report, error) {
 	s.Progress.Start(s.Planned())
 	defer s.Progress.Finish()
 	var errs []error
-	for _, t := range s.Targets {
+	runners := make([]*Runner, len(s.Targets))
+	for i, t := range s.Targets {
 		info := Probe(ctx, t)
 		info.Features = features(ctx, s.openOf(t), t.URL)
 		if u, err := url.Parse(t.URL); err == nil && u.Scheme != "kafka" && u.Scheme != "rocketmq" {
 			info.Notes = append(info.Notes, "workload partitions apply to Kafka and RocketMQ only: here a topic is one queue or stream per group")
 		}
 		rep.Brokers = append(rep.Brokers, info)
-		r := &Runner{Target: t, Open: s.Open, Progress: s.Progress}
-		for _, w := range s.Workloads {
+		runners[i] = &Runner{Target: t, Open: s.Open, Progress: s.Progress}
+	}
+	// Workload by workload, every target in turn: targets compared in
+	// one run share the machine's quieter and busier spells alike.
+	for _, w := range s.Workloads {
+		for _, r := range runners {
 			if ctx.Err() != nil {
 				break
 			}

@@ -223,15 +223,13 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 			*d = time.Since(time.Unix(0, f))
 		}
 	}
-	held := make(chan struct{})
-	release := sync.OnceFunc(func() { close(held) })
+	held := newGate()
+	release := held.open
 	var holding atomic.Bool
 	h := func(ctx context.Context, m *bus.Message) error {
 		if holding.Load() {
-			select {
-			case <-held:
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := held.wait(ctx); err != nil {
+				return err
 			}
 		}
 		time.Sleep(2 * time.Millisecond)
@@ -435,10 +433,7 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 	timings(&r, samples, faultAt, pubEnd)
 	smu.Unlock()
 
-	var errs []error
-	for _, err := range pubErrs {
-		errs = append(errs, err)
-	}
+	errs := append([]error(nil), pubErrs...)
 	switch {
 	case s.Weak && r.Lost == 0:
 		errs = append(errs, errors.New("the negative control lost nothing: this run cannot show that the checker sees loss"))

@@ -218,6 +218,30 @@ func ids(ms []*bus.Message) []string {
 	return s
 }
 
+// gate holds handlers back until it is opened.
+type gate struct {
+	ch chan struct{}
+	// open lets every waiting and later handler through; it may be
+	// called more than once.
+	open func()
+}
+
+func newGate() *gate {
+	g := &gate{ch: make(chan struct{})}
+	g.open = sync.OnceFunc(func() { close(g.ch) })
+	return g
+}
+
+// wait returns once the gate is open, or ctx's error when it ends first.
+func (g *gate) wait(ctx context.Context) error {
+	select {
+	case <-g.ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // waitFor polls cond until it holds or ctx ends.
 func waitFor(ctx context.Context, what string, cond func() bool) error {
 	for !cond() {
@@ -566,17 +590,15 @@ func BrokerKill(ctx context.Context, e *Env) (Result, error) {
 		return l.Result(), err
 	}
 	defer closePub()
-	held := make(chan struct{})
-	release := sync.OnceFunc(func() { close(held) })
+	held := newGate()
+	release := held.open
 	k, err := startConsumer(ctx, e.Instance.URL(), bus.ConsumerConfig{
 		Topic:       topic,
 		Concurrency: 4,
 		Backoff:     func(int) time.Duration { return 100 * time.Millisecond },
 	}, func(ctx context.Context, m *bus.Message) error {
-		select {
-		case <-held:
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := held.wait(ctx); err != nil {
+			return err
 		}
 		time.Sleep(2 * time.Millisecond)
 		l.Processed(m.ID)
