@@ -71,6 +71,10 @@ type ClusterScenario struct {
 	// Remote runs the second consumer as a process in the second client
 	// namespace, on RemoteURL, for RemoteFault.
 	Remote bool
+	// Delay, when set, is the fault instead of Inject: every connection
+	// to the cluster goes through a DelayProxy from the start, which
+	// adds Delay each way while the fault lasts.
+	Delay time.Duration
 	// Inject breaks something and returns what heals it, and the node it
 	// hit ("" for the link).
 	Inject func(ctx context.Context, e *ClusterEnv, topic, group string) (heal func(context.Context) error, node string, err error)
@@ -104,6 +108,7 @@ func ClusterScenarios() []ClusterScenario {
 		{Name: "leader-partition", What: "the leader is cut off from its peers but not from the clients (a split brain), then healed; handlers are held while it lasts", Hold: true, Inject: isolateLeader("peers")},
 		{Name: "consumer-isolate", What: "a consumer process is cut off from the cluster for longer than its session, visibility or heartbeat timeout, then healed; the other consumer must take its work over", Remote: true, Inject: isolateClient},
 		{Name: "link-lossy", What: "the link between the clients and the cluster drops 20 % of its packets each way", Inject: link("lossy", "20")},
+		{Name: "link-latency", What: "every connection between the clients and the cluster gets 100 ms more latency each way (a relay in the client namespace)", Delay: 100 * time.Millisecond},
 		{Name: "link-slow", What: "the link between the clients and the cluster carries at most 64 kbit/s each way", Inject: link("slow", "64")},
 		{Name: "weak-partition", What: "negative control: leader-partition with the weak settings", Weak: true, Hold: true, Inject: isolateLeader("peers")},
 	}
@@ -193,6 +198,20 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 		errors.New("cluster scenario deadline passed"))
 	defer cancel()
 	topic, group := topicName(s.Name), "chaos"
+	var proxy *DelayProxy
+	if s.Delay > 0 {
+		// Before the first connection: the redirect catches new
+		// connections only.
+		var err error
+		if proxy, err = ListenDelay(); err != nil {
+			return r, err
+		}
+		defer proxy.Close()
+		if err := e.Ctl(ctx, "link", "redirect", strconv.Itoa(proxy.Port())); err != nil {
+			return r, err
+		}
+		defer func() { _ = e.Ctl(context.Background(), "link", "clear") }()
+	}
 	pub, err := bus.Open(ctx, url)
 	if err != nil {
 		return r, err
@@ -359,7 +378,16 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 		remoteBefore = remote.Done()
 	}
 	holding.Store(s.Hold)
-	heal, node, err := s.Inject(ctx, e, topic, group)
+	var (
+		heal func(context.Context) error
+		node string
+	)
+	if proxy != nil {
+		proxy.SetDelay(s.Delay)
+		heal = func(context.Context) error { proxy.SetDelay(0); return nil }
+	} else {
+		heal, node, err = s.Inject(ctx, e, topic, group)
+	}
 	r.Node = node
 	if err != nil {
 		return fail(fmt.Errorf("injecting the fault: %w", err))

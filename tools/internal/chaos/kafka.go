@@ -141,6 +141,9 @@ func (k *Kafka) format(ctx context.Context) error {
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])
+	// Its first character from the top six bits: below 32 it is a
+	// letter, never '-', which StorageTool would read as an option.
+	b[0] &= 0x7f
 	id := base64.RawURLEncoding.EncodeToString(b[:])
 	cmd := k.java("kafka.tools.StorageTool", "format", "--standalone", "-t", id,
 		"-c", filepath.Join(k.dir, "server.properties"), "--ignore-formatted")
