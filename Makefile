@@ -158,7 +158,7 @@ cluster-test:
 
 ## cluster-chaos: for each family of CLUSTERS, bring its cluster up and run
 ## every fault scenario (leader killed, isolated, cut off from its peers;
-## a lossy and a slow client link; the negative control) with publishers
+## a lossy, a slow and a high-latency client link; the negative control) with publishers
 ## and consumers running; tables to tools/internal/chaos/results.
 ## CLUSTER_CHAOS picks scenarios, e.g. CLUSTER_CHAOS=leader-kill,weak-partition.
 CLUSTER_CHAOS ?=
