@@ -681,22 +681,10 @@ func (b *client) reachable(rt *route) *route {
 }
 
 // pickKeyless returns the queue for the keyless messages of one send:
-// the next in turn, passing over queues of brokers that could not be
-// reached lately while another broker's queue is left. (send passes
-// routes without those queues already, unless no other is left.)
+// the next in turn. send hands sendRoute routes without the queues of the
+// brokers that failed lately (reachable), unless no other is left.
 func (b *client) pickKeyless(rt *route) uint32 {
-	n := uint32(len(rt.write))
-	start := b.rr.Add(1) % n
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	now := time.Now()
-	for i := range n {
-		q := (start + i) % n
-		if until, bad := b.faulty[rt.write[q].addr]; !bad || now.After(until) {
-			return q
-		}
-	}
-	return start
+	return b.rr.Add(1) % uint32(len(rt.write))
 }
 
 // faultyFor is how long sends avoid a broker that could not be reached

@@ -225,22 +225,21 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 	// When the fault came (zero before), and when each message's first
 	// Publish call began: what ToConfirm and ToProcess measure from.
 	var (
-		faultNanos atomic.Int64
-		sentAt     sync.Map // message index -> time.Time
-		tmu        sync.Mutex
-		// Under tmu.
-		toConfirm, toProcess time.Duration = -1, -1
+		faultNanos           atomic.Int64
+		sentAt               sync.Map     // message index -> time.Time
+		toConfirm, toProcess atomic.Int64 // nanoseconds; -1 until one comes
 	)
-	firstAfter := func(d *time.Duration, began time.Time) {
-		f := faultNanos.Load()
-		if f == 0 || began.UnixNano() < f {
-			return
+	toConfirm.Store(-1)
+	toProcess.Store(-1)
+	firstAfter := func(d *atomic.Int64, began time.Time) {
+		if f := faultNanos.Load(); f != 0 && began.UnixNano() >= f {
+			d.CompareAndSwap(-1, int64(time.Since(time.Unix(0, f))))
 		}
-		tmu.Lock()
-		defer tmu.Unlock()
-		if *d < 0 {
-			*d = time.Since(time.Unix(0, f))
-		}
+	}
+	fill := func(r ClusterResult) ClusterResult {
+		r.Result = l.Result()
+		r.ToConfirm, r.ToProcess = time.Duration(toConfirm.Load()), time.Duration(toProcess.Load())
+		return r
 	}
 	held := newGate()
 	release := held.open
@@ -361,7 +360,7 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 	fail := func(err error) (ClusterResult, error) {
 		stopPublishing()
 		wg.Wait()
-		return r.fill(l, &tmu, &toConfirm, &toProcess), err
+		return fill(r), err
 	}
 	if err := sleep(e.Warm); err != nil {
 		return fail(err)
@@ -455,7 +454,7 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 	}
 	stopSampling()
 	<-sampled
-	r = r.fill(l, &tmu, &toConfirm, &toProcess)
+	r = fill(r)
 	r.Note = note
 	smu.Lock()
 	timings(&r, samples, faultAt, pubEnd)
@@ -475,14 +474,6 @@ func runCluster(ctx context.Context, e *ClusterEnv, s ClusterScenario) (ClusterR
 		errs = append(errs, stopErrs...)
 	}
 	return r, errors.Join(errs...)
-}
-
-func (r ClusterResult) fill(l *Ledger, mu *sync.Mutex, toConfirm, toProcess *time.Duration) ClusterResult {
-	r.Result = l.Result()
-	mu.Lock()
-	r.ToConfirm, r.ToProcess = *toConfirm, *toProcess
-	mu.Unlock()
-	return r
 }
 
 // timings fills in r's stalls from the samples: the longest spells
